@@ -1,0 +1,1 @@
+"""Dashboard: the nurses' Streamlit view. Delivered by its own issue."""

@@ -1,0 +1,301 @@
+"""Kafka clients for every stage: producer and consumer factories, the dead-letter policy,
+and an at-least-once consume loop with graceful shutdown.
+
+The defaults work on Apache Kafka and on the embedded Tansu broker alike: idempotent
+producer with ``acks=all``, manual commits after a batch is fully handled, and a short
+consumer-group session timeout (see ``KafkaSettings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError
+
+from icu.contracts import (
+    Contract,
+    ContractError,
+    DeadLetter,
+    DeadLetterHeader,
+    Frame,
+    Topic,
+    decode_record,
+    encode,
+)
+from icu.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class ConsumedRecord(Protocol):
+    """The parts of a kafka-python ``ConsumerRecord`` this module uses."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+
+
+def create_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """An idempotent, ``acks=all`` producer. Messages bigger than 1 MiB are refused client-side,
+    as real Kafka would refuse them (the embedded broker has no limit)."""
+    config: dict[str, Any] = {
+        **settings.kafka_client_config(),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": 1_048_576,
+        "retries": 2**31 - 1,
+        "delivery_timeout_ms": 120_000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def create_consumer(
+    settings: KafkaSettings, *, group_id: str, topics: Iterable[str], **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in ``group_id`` with manual commits (the loop commits after handling)."""
+    config: dict[str, Any] = {
+        **settings.kafka_client_config(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(300, settings.kafka_session_timeout_ms // 3),
+        "max_poll_records": 500,
+        "isolation_level": "read_committed",
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(list(topics))
+    return consumer
+
+
+class GracefulStop:
+    """A stop flag that SIGTERM and SIGINT set, so loops finish their batch, commit and close."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> GracefulStop:
+        """Route SIGTERM/SIGINT to this flag (main thread only, as Python requires)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():
+            # A second Ctrl-C means "now": let the default handler end the process.
+            raise KeyboardInterrupt
+        log.info("received %s; shutting down (again to force)", signal.Signals(signum).name)
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+
+@dataclass
+class DeadLetterPublisher:
+    """Sends records a stage cannot process to the dead-letter topic, whole, with the reason."""
+
+    producer: KafkaProducer
+    topic: str
+    stage: str
+    sent: int = 0
+
+    def publish(self, record: ConsumedRecord, *, reason: str, error_type: str) -> None:
+        letter = DeadLetter(
+            ts=datetime.now(UTC),
+            stage=self.stage,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=[DeadLetterHeader(name=name, value=value) for name, value in (record.headers or ())],
+            reason=reason[:2000],
+            error_type=error_type[:200],
+        )
+        log.warning(
+            "dead-lettering %s[%d]@%d (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error_type,
+            reason,
+        )
+        self.producer.send(self.topic, key=record.key, value=encode(letter))
+        self.sent += 1
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self.producer.flush(timeout=timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A decoded message with the record it came from."""
+
+    message: Contract | Frame
+    record: ConsumedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message the handler refuses for good (not a transient failure): it is dead-lettered."""
+
+    record: ConsumedRecord
+    reason: str
+    error_type: str = "rejected"
+
+
+BatchHandler = Callable[[list[Received]], Iterable[Rejected] | None]
+
+
+@dataclass
+class ConsumeStats:
+    batches: int = 0
+    handled: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+@dataclass
+class ConsumeLoop:
+    """At-least-once consumption with one error policy for every stage.
+
+    Each polled batch is decoded by its topic's contract; malformed records go to the
+    dead-letter topic with the reason and never reach ``handler``. The handler may return
+    records it rejects for good (also dead-lettered). If it raises, the failure is treated
+    as transient (a database restart, say): nothing is committed, the consumer seeks back
+    to the batch's start and retries with capped exponential backoff, so nothing is lost.
+    Offsets are committed only after the batch is handled and the dead letters flushed.
+    """
+
+    consumer: KafkaConsumer
+    topics: Mapping[str, Topic]
+    handler: BatchHandler
+    dead_letters: DeadLetterPublisher
+    stop: GracefulStop = field(default_factory=GracefulStop)
+    poll_timeout_ms: int = 500
+    max_backoff_s: float = 30.0
+    stats: ConsumeStats = field(default_factory=ConsumeStats)
+
+    def run(self, *, max_batches: int | None = None) -> ConsumeStats:
+        try:
+            while not self.stop.is_set():
+                if max_batches is not None and self.stats.batches >= max_batches:
+                    break
+                polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+                if polled:
+                    self._process_batch(polled)
+        finally:
+            self.dead_letters.flush()
+            self.consumer.close(autocommit=False)
+        return self.stats
+
+    def _process_batch(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
+        self.stats.batches += 1
+        received: list[Received] = []
+        for records in polled.values():
+            for record in records:
+                try:
+                    message = decode_record(self.topics[record.topic], record.value, record.headers)
+                except ContractError as exc:
+                    self.dead_letters.publish(record, reason=exc.reason, error_type="contract")
+                    self.stats.dead_lettered += 1
+                else:
+                    received.append(Received(message, record))
+        rejected = self._handle_with_retry(received)
+        if rejected is None:
+            return  # stopping before the batch could be handled: nothing committed
+        for rejection in rejected:
+            self.dead_letters.publish(rejection.record, reason=rejection.reason, error_type=rejection.error_type)
+            self.stats.dead_lettered += 1
+        self.stats.handled += len(received)
+        self.dead_letters.flush()
+        try:
+            self.consumer.commit()
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked: the new owner re-reads from the last
+            # commit, so the batch is processed again (at-least-once), not lost.
+            log.warning("offset commit failed after a rebalance; batch will be redelivered: %s", exc)
+
+    def _handle_with_retry(self, received: list[Received]) -> list[Rejected] | None:
+        if not received:
+            return []
+        attempt = 0
+        paused: set[TopicPartition] = set()
+        try:
+            while True:
+                try:
+                    return list(self.handler(received) or ())
+                except Exception as exc:
+                    attempt += 1
+                    self.stats.retries += 1
+                    delay = min(self.max_backoff_s, 0.5 * 2 ** min(attempt, 10))
+                    log.warning(
+                        "handler failed on a batch of %d (attempt %d, %s: %s); retrying in %.1fs, nothing committed",
+                        len(received),
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    # Pause every partition and keep polling so the group keeps us as a
+                    # member while the sink is failing, without fetching more records.
+                    paused = set(self.consumer.assignment())
+                    self.consumer.pause(*paused)
+                    deadline = time.monotonic() + delay
+                    while (remaining := deadline - time.monotonic()) > 0:
+                        if self.stop.is_set():
+                            return None
+                        self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
+        finally:
+            if paused:
+                self.consumer.resume(*paused)
+
+
+def wait_for_broker(settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:
+    """Block until the cluster answers a metadata request, with a bounded wait."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(**settings.kafka_client_config())
+        except KafkaError as exc:
+            last = exc
+            time.sleep(0.5)
+            continue
+        admin.close()
+        return
+    raise TimeoutError(
+        f"no Kafka broker answered at {settings.kafka_bootstrap_servers} within {timeout_s:.0f}s "
+        f"(ICU_KAFKA_BOOTSTRAP_SERVERS; is `icu up` running?): {last}"
+    )

@@ -1,0 +1,171 @@
+"""Settings shared by every service, read from ``ICU_*`` environment variables.
+
+Each service composes the groups it needs into one pydantic-settings class (see
+``infra/settings.py`` for the infrastructure commands); the CLI builds that class once with
+:func:`load_settings` and passes it down. Library code never reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ICU_"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message names the environment variable."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a settings field, e.g. ``ICU_KAFKA_BOOTSTRAP_SERVERS``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class IcuSettings(BaseSettings):
+    """Base of every settings group: ``ICU_`` prefix, unknown variables ignored."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level for the service."
+    )
+    demo: bool = Field(default=False, description="Demo mode: allows placeholder secrets and anonymous access.")
+
+
+class KafkaSettings(IcuSettings):
+    """How to reach the Kafka cluster. Security options are passed through to the clients."""
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", min_length=1, description="Comma-separated host:port list."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_client_id: str = Field(default="icu-watch", min_length=1)
+    # Real Kafka's minimum is 6 s; the embedded broker holds each JoinGroup for half of it,
+    # so a low value keeps consumer start-up fast there and is still legal everywhere.
+    kafka_session_timeout_ms: int = Field(default=6000, ge=1000, le=300_000)
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1000, le=300_000)
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Self:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL"):
+            missing = [
+                env_name(name)
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} must be set when ICU_KAFKA_SECURITY_PROTOCOL is {protocol}")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{env_name(name)}: no such file {path}")
+        return self
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection and security options in kafka-python's spelling."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()],
+            "client_id": self.kafka_client_id,
+            "security_protocol": self.kafka_security_protocol,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            assert self.kafka_sasl_password is not None  # guaranteed by _security_complete
+            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_check_hostname"] = self.kafka_ssl_check_hostname
+            if self.kafka_ssl_cafile:
+                config["ssl_cafile"] = str(self.kafka_ssl_cafile)
+            if self.kafka_ssl_certfile:
+                config["ssl_certfile"] = str(self.kafka_ssl_certfile)
+            if self.kafka_ssl_keyfile:
+                config["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
+            if self.kafka_ssl_password:
+                config["ssl_password"] = self.kafka_ssl_password.get_secret_value()
+        return config
+
+
+class TopicSettings(IcuSettings):
+    """Topic naming and sizing. The prefix lets several deployments or a replay share a cluster."""
+
+    topic_prefix: str = Field(
+        default="icu",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,48}$",
+        description="Topic names are '<prefix>.<topic>', e.g. icu.vitals.",
+    )
+    # Every bed-keyed topic gets the same count so a bed's vitals, detections, acks and
+    # camera status land on the same partition number (Faust tables need co-partitioning).
+    topic_partitions: int = Field(default=8, ge=1, le=1000, description="Partitions per bed-keyed topic.")
+    topic_replication_factor: int = Field(default=1, ge=1, le=10)
+    topic_frames_retention_ms: int = Field(
+        default=3_600_000, ge=60_000, description="How long raw frames are kept (ms)."
+    )
+
+
+class DatabaseSettings(IcuSettings):
+    """The PostgreSQL (optionally TimescaleDB) database."""
+
+    database_url: SecretStr | None = Field(
+        default=None, description="libpq URL, e.g. postgresql://icu@127.0.0.1:5432/icu"
+    )
+    database_timeseries: Literal["auto", "timescale", "plain"] = Field(
+        default="auto",
+        description="auto: TimescaleDB when the extension is available, else native partitioning.",
+    )
+    database_retention_days: int = Field(default=30, ge=1, le=3650, description="Raw time-series retention.")
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise ConfigError(f"{env_name('database_url')} is not set (e.g. postgresql://127.0.0.1:5432/icu)")
+        return self.database_url.get_secret_value()
+
+
+SettingsT = TypeVar("SettingsT", bound=IcuSettings)
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build ``cls`` from the environment plus explicit overrides (CLI flags; None = unset).
+
+    Raises :class:`ConfigError` whose message names each offending variable.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = [str(part) for part in error["loc"]]
+            message = error["msg"].removeprefix("Value error, ")
+            if loc:
+                problems.append(f"{env_name(loc[0])}: {message}")
+            else:
+                problems.append(message)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def configure_logging(level: str) -> None:
+    """One log format for every service: UTC time, level, logger, message."""
+    handler = logging.StreamHandler()
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime  # UTC in logs, like every timestamp on the wire
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # kafka-python is chatty at INFO about every connection; its warnings still show.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))

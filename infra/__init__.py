@@ -1,0 +1,1 @@
+"""Infrastructure: embedded broker and database, topic admin, schema migrations, readiness."""

@@ -1,0 +1,1 @@
+"""PostgreSQL / TimescaleDB: migrations, the write path, maintenance and shared queries."""
