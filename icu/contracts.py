@@ -516,6 +516,15 @@ JSON_MODELS: Final[Mapping[Topic, type[Contract]]] = {
 ContractT = TypeVar("ContractT", bound=Contract)
 
 
+def kafka_key(message: Contract | Frame) -> bytes | None:
+    """The record key a message is published with: the bed, or for dead letters the original key."""
+    if isinstance(message, DeadLetter):
+        return message.key
+    if isinstance(message, BedMessage | Frame):
+        return message.key()
+    return None
+
+
 def encode(message: Contract) -> bytes:
     """Serialise a JSON message to UTF-8 bytes (timestamps as ISO 8601 with 'Z')."""
     return message.model_dump_json().encode()

