@@ -109,30 +109,30 @@ def _database_settings(args: argparse.Namespace) -> DatabaseAdminSettings:
 
 
 def _cmd_db_migrate(args: argparse.Namespace) -> int:
-    from infra.db.maintenance import maintain
-    from infra.db.migrate import connect, migrate
+    from infra.db.maintenance import prepare_database
 
     settings = _database_settings(args)
     configure_logging(settings.log_level)
-    url = settings.require_database_url()
-    report = migrate(url, preference=settings.database_timeseries)
-    with connect(url) as conn:
-        maintain(conn, report.backend, retention_days=settings.database_retention_days)
+    report, _ = prepare_database(
+        settings.require_database_url(),
+        preference=settings.database_timeseries,
+        retention_days=settings.database_retention_days,
+    )
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in report.applied) or "none pending"
     print(f"schema version {report.current_version} ({report.backend}); applied: {names}")
     return 0
 
 
 def _cmd_db_maintain(args: argparse.Namespace) -> int:
-    from infra.db.maintenance import maintain
-    from infra.db.migrate import connect, migrate
+    from infra.db.maintenance import prepare_database
 
     settings = _database_settings(args)
     configure_logging(settings.log_level)
-    url = settings.require_database_url()
-    backend = migrate(url, preference=settings.database_timeseries).backend
-    with connect(url) as conn:
-        report = maintain(conn, backend, retention_days=settings.database_retention_days)
+    _, report = prepare_database(
+        settings.require_database_url(),
+        preference=settings.database_timeseries,
+        retention_days=settings.database_retention_days,
+    )
     print(
         f"partitions created: {len(report.created)}, dropped: {len(report.dropped)}, "
         f"rows moved from default partitions: {report.rows_moved}"

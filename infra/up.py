@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
+
+import psycopg
 
 from icu.kafka import GracefulStop
 from infra.broker import EmbeddedBroker
-from infra.db.maintenance import maintain
-from infra.db.migrate import connect, migrate, redact
+from infra.db.maintenance import maintain, prepare_database
+from infra.db.migrate import Backend, connect, redact
 from infra.errors import InfraError
 from infra.postgres import EmbeddedPostgres
 from infra.settings import TopicsAdminSettings, UpSettings
@@ -31,7 +33,6 @@ class UpTimings:
     database_start_s: float = 0.0
     migrate_s: float = 0.0
     topics_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def run_up(settings: UpSettings, stop: GracefulStop, out: TextIO = sys.stdout) -> int:
@@ -52,9 +53,9 @@ def run_up(settings: UpSettings, stop: GracefulStop, out: TextIO = sys.stdout) -
             database_label = f"{url} (embedded, data in {postgres.data_dir})"
 
         started = time.perf_counter()
-        report = migrate(url, preference=settings.database_timeseries)
-        with connect(url) as conn:
-            maintain(conn, report.backend, retention_days=settings.database_retention_days)
+        report, _ = prepare_database(
+            url, preference=settings.database_timeseries, retention_days=settings.database_retention_days
+        )
         timings.migrate_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -107,7 +108,7 @@ def run_up(settings: UpSettings, stop: GracefulStop, out: TextIO = sys.stdout) -
         log.info("stopped")
 
 
-def _serve(settings: UpSettings, broker: EmbeddedBroker, url: str, backend: str, stop: GracefulStop) -> int:
+def _serve(settings: UpSettings, broker: EmbeddedBroker, url: str, backend: Backend, stop: GracefulStop) -> int:
     next_maintenance = time.monotonic() + settings.maintenance_interval_s
     while not stop.wait(1.0):
         code = broker.poll()
@@ -118,8 +119,9 @@ def _serve(settings: UpSettings, broker: EmbeddedBroker, url: str, backend: str,
             next_maintenance = time.monotonic() + settings.maintenance_interval_s
             try:
                 with connect(url) as conn:
-                    result = maintain(conn, backend, retention_days=settings.database_retention_days)  # type: ignore[arg-type]
+                    result = maintain(conn, backend, retention_days=settings.database_retention_days)
                 log.info("maintenance: %d partitions created, %d dropped", len(result.created), len(result.dropped))
-            except InfraError as exc:
+            except (InfraError, psycopg.Error) as exc:
+                # The database may be restarting; the next pass catches up.
                 log.warning("maintenance skipped: %s", exc)
     return 0

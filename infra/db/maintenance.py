@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 
 import psycopg
 from psycopg import sql
 
-from infra.db.migrate import Backend
+from infra.db.migrate import Backend, MigrationReport, connect, migrate
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,16 @@ def maintain(
     refresh_rollups(conn, backend, now - ROLLUP_LOOKBACK, now)
     report.rollups_refreshed_to = now
     return report
+
+
+def prepare_database(
+    url: str, *, preference: Literal["auto", "plain", "timescale"], retention_days: int
+) -> tuple[MigrationReport, MaintenanceReport]:
+    """Migrate, then one maintenance pass: what every service start and `icu db` needs."""
+    migration = migrate(url, preference=preference)
+    with connect(url) as conn:
+        maintenance = maintain(conn, migration.backend, retention_days=retention_days)
+    return migration, maintenance
 
 
 def refresh_rollups(conn: psycopg.Connection, backend: Backend, start: datetime, end: datetime) -> None:

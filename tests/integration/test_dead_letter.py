@@ -49,6 +49,15 @@ def _produce(producer, topic_name, message_or_raw, headers=None):
         producer.send(topic_name, key=kafka_key(message_or_raw), value=encode(message_or_raw))
 
 
+def _run_with_deadline(loop, stop, timeout_s=30.0):
+    timer = threading.Timer(timeout_s, stop.set)
+    timer.start()
+    try:
+        return loop.run()
+    finally:
+        timer.cancel()
+
+
 def _read_all(settings, topic_name, expected, timeout_s=20.0):
     consumer = KafkaConsumer(
         topic_name,
@@ -98,12 +107,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(kafka_settin
         dead_letters=DeadLetterPublisher(producer, dead_topic, stage="test-stage"),
         stop=stop,
     )
-    timer = threading.Timer(30, stop.set)
-    timer.start()
-    try:
-        stats = loop.run()
-    finally:
-        timer.cancel()
+    stats = _run_with_deadline(loop, stop)
     assert len(handled) == 2
     assert all(type(m) is type(VALID[topic]()) for m in handled)
     assert stats.dead_lettered == len(MALFORMED[topic])
@@ -152,12 +156,7 @@ def test_handler_rejections_are_dead_lettered_and_transient_failures_retried(kaf
         dead_letters=DeadLetterPublisher(producer, Topic.DEAD_LETTER.full_name(prefix), stage="sink"),
         stop=stop,
     )
-    timer = threading.Timer(30, stop.set)
-    timer.start()
-    try:
-        stats = loop.run()
-    finally:
-        timer.cancel()
+    stats = _run_with_deadline(loop, stop)
     assert stats.retries == 1
     assert attempts[0] == attempts[1]  # the same batch, retried whole
     assert stats.handled == sum(attempts[1:])
