@@ -72,10 +72,13 @@ def test_time_series_writes_are_idempotent(db):
     batch = [samples.vitals(ts=NOW + timedelta(seconds=i)) for i in range(100)]
     assert writer.write_vitals(batch) == 100
     assert writer.write_vitals(batch) == 0  # a redelivered batch adds nothing
+    overlapping = batch[50:] + [samples.vitals(ts=NOW + timedelta(seconds=100 + i)) for i in range(10)]
+    assert writer.write_vitals(overlapping) == 10  # only the new rows of a partly redelivered batch
+    assert (writer.fast_batches, writer.deduplicated_batches) == (1, 2)
     assert writer.write_detections([samples.detection(ts=NOW, seq=i) for i in range(1)]) == 1
     assert writer.write_camera_status([samples.camera_status(ts=NOW)]) == 1
     count = conn.execute("SELECT count(*) FROM vitals").fetchone()[0]
-    assert count == 100
+    assert count == 110
     row = conn.execute("SELECT baseline_resp_rate, twitch_burst FROM detections").fetchone()
     assert row == (16.0, False)
 
