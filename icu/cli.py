@@ -109,15 +109,12 @@ def _database_settings(args: argparse.Namespace) -> DatabaseAdminSettings:
 
 
 def _cmd_db_migrate(args: argparse.Namespace) -> int:
-    from infra.db.maintenance import prepare_database
+    from infra.db.migrate import migrate
 
     settings = _database_settings(args)
     configure_logging(settings.log_level)
-    report, _ = prepare_database(
-        settings.require_database_url(),
-        preference=settings.database_timeseries,
-        retention_days=settings.database_retention_days,
-    )
+    # Schema only: retention (which drops old partitions) runs in `icu db maintain` / `icu up`.
+    report = migrate(settings.require_database_url(), preference=settings.database_timeseries)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in report.applied) or "none pending"
     print(f"schema version {report.current_version} ({report.backend}); applied: {names}")
     return 0
@@ -244,10 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database migrations and maintenance").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )
-    db_migrate = db.add_parser("migrate", help="apply pending schema migrations (safe to repeat)")
+    db_migrate = db.add_parser("migrate", help="apply pending schema migrations (safe to repeat; never deletes data)")
     _add_database_flags(db_migrate)
     db_migrate.set_defaults(handler=_cmd_db_migrate)
-    db_maintain = db.add_parser("maintain", help="partitions, retention and rollup refresh (one pass)")
+    db_maintain = db.add_parser(
+        "maintain",
+        help="one pass: create partitions, drop data older than ICU_DATABASE_RETENTION_DAYS, refresh rollups",
+    )
     _add_database_flags(db_maintain)
     db_maintain.set_defaults(handler=_cmd_db_maintain)
 

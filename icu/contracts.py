@@ -53,6 +53,13 @@ MAX_FRAME_BYTES: Final = 900_000
 """Largest JPEG accepted on ``frames``: below Apache Kafka's default 1 MiB message limit
 with room for headers (the embedded broker enforces no limit, real Kafka does)."""
 
+MAX_DEAD_LETTER_VALUE_BYTES: Final = 600_000
+"""Largest original value kept inside a dead letter (base64 makes it ~800 kB, under 1 MiB);
+bigger ones keep only their size and SHA-256."""
+
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+
 MAX_SNOOZE_S: Final = 3600
 """Hard cap on an alert snooze in the contract; services may cap lower in their settings."""
 
@@ -90,7 +97,10 @@ _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 def _to_utc(value: datetime) -> datetime:
     # Epoch numbers in the wrong unit (ms read as s) land centuries away: refuse them
     # instead of storing a reading in 1970 or 55000 AD.
-    utc = value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp {value.isoformat()} cannot be expressed in UTC") from None
     if not _EARLIEST <= utc < _LATEST:
         raise ValueError(f"timestamp {utc.isoformat()} is outside 2000-2100; wrong unit or clock?")
     return utc
@@ -133,7 +143,7 @@ class Contract(BaseModel):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _known_version(cls, value: object) -> object:
-        if value != SCHEMA_VERSION:
+        if type(value) is not int or value != SCHEMA_VERSION:
             raise ValueError(f"unsupported schema_version {value!r}; this build reads {SCHEMA_VERSION}")
         return value
 
@@ -146,6 +156,25 @@ class Contract(BaseModel):
         if wire and isinstance(data, dict) and "schema_version" not in data:
             raise ValueError("schema_version is missing")
         return data
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> Self:
+        # PostgreSQL cannot store U+0000 in text or jsonb; refuse it here, at the edge,
+        # rather than let one message wedge the database sink.
+        for name, value in self:
+            if _has_nul(value):
+                raise ValueError(f"{name} contains a NUL character")
+        return self
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class BedMessage(Contract):
@@ -235,7 +264,7 @@ class Detection(BedMessage):
 
     camera_id: CameraId
     ts: UtcDatetime = Field(description="Capture time of the frame these outputs describe (UTC).")
-    seq: int = Field(ge=0, description="The frame's sequence number from the camera.")
+    seq: int = Field(ge=0, le=INT64_MAX, description="The frame's sequence number from the camera.")
     model: ShortText = Field(description="Model name, e.g. 'temporal'.")
     model_version: ShortText
     grimace: Probability
@@ -282,7 +311,7 @@ class Alert(BedMessage):
     topic: ClassVar[Topic] = Topic.ALERTS
 
     alert_id: UUID
-    version: int = Field(ge=1, description="Increases by one with every change of the alert.")
+    version: int = Field(ge=1, le=INT32_MAX, description="Increases by one with every change of the alert.")
     code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,47}$")] = Field(
         description="Rule code, e.g. NEWS2_HIGH, APNEA_VIDEO."
     )
@@ -296,7 +325,7 @@ class Alert(BedMessage):
         default_factory=dict, description="The values that triggered the rule."
     )
     news2: int | None = Field(default=None, ge=0, le=20)
-    escalation_level: int = Field(default=0, ge=0)
+    escalation_level: int = Field(default=0, ge=0, le=100)
     acknowledged_by: ShortText | None = None
     acknowledged_at: UtcDatetime | None = None
     snoozed_until: UtcDatetime | None = None
@@ -362,8 +391,8 @@ class CameraStatus(BedMessage):
     source: Literal["whip", "rtsp", "file"]
     fps_in: float = Field(ge=0, allow_inf_nan=False, description="Frames/s decoded from the camera.")
     fps_out: float = Field(ge=0, allow_inf_nan=False, description="Frames/s published to Kafka.")
-    frames_dropped: int = Field(ge=0, description="Cumulative frames dropped (latest-frame-wins).")
-    reconnects: int = Field(ge=0, description="Cumulative reconnects.")
+    frames_dropped: int = Field(ge=0, le=INT64_MAX, description="Cumulative frames dropped (latest-frame-wins).")
+    reconnects: int = Field(ge=0, le=INT32_MAX, description="Cumulative reconnects.")
     last_frame_age_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     detail: Annotated[str, StringConstraints(max_length=500)] = ""
 
@@ -386,10 +415,14 @@ class DeadLetter(Contract):
     ts: UtcDatetime = Field(description="When it was dead-lettered (UTC).")
     stage: ShortText = Field(description="The consumer that rejected it, e.g. 'db-sink'.")
     source_topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
+    partition: int = Field(ge=0, le=INT32_MAX)
+    offset: int = Field(ge=0, le=INT64_MAX)
     key: bytes | None = Field(description="Original key, base64 in JSON.")
-    value: bytes | None = Field(description="Original value, base64 in JSON.")
+    value: bytes | None = Field(
+        description=f"Original value, base64 in JSON; null when absent or over {MAX_DEAD_LETTER_VALUE_BYTES} bytes."
+    )
+    value_size: int | None = Field(default=None, ge=0, description="Size of the original value in bytes.")
+    value_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the value.")
     headers: list[DeadLetterHeader] = Field(default_factory=list)
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     error_type: ShortText = Field(description="'contract' for malformed input, else the error's class.")
@@ -407,7 +440,7 @@ class FrameHeader(BaseModel):
     bed_id: BedId
     camera_id: CameraId
     capture_ts: UtcDatetime = Field(description="Capture time from the stream's clock where available.")
-    seq: int = Field(ge=0, description="Per-camera frame sequence number.")
+    seq: int = Field(ge=0, le=INT64_MAX, description="Per-camera frame sequence number.")
     width: int = Field(ge=1, le=8192)
     height: int = Field(ge=1, le=8192)
 

@@ -8,6 +8,7 @@ consumer-group session timeout (see ``KafkaSettings``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -20,8 +21,11 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError
+from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata
 
 from icu.contracts import (
+    MAX_DEAD_LETTER_VALUE_BYTES,
     Contract,
     ContractError,
     DeadLetter,
@@ -118,16 +122,27 @@ class GracefulStop:
         return self.event.wait(timeout)
 
 
+class DeadLetterError(Exception):
+    """Dead letters could not be delivered; the batch must not be committed."""
+
+
 @dataclass
 class DeadLetterPublisher:
-    """Sends records a stage cannot process to the dead-letter topic, whole, with the reason."""
+    """Sends records a stage cannot process to the dead-letter topic, whole, with the reason.
+
+    Values too big to fit a dead letter under Kafka's 1 MiB limit (base64 grows them by a
+    third) are replaced by their size and SHA-256, so one huge record cannot wedge a worker.
+    """
 
     producer: KafkaProducer
     topic: str
     stage: str
     sent: int = 0
+    _pending: list[FutureRecordMetadata] = field(default_factory=list)
 
     def publish(self, record: ConsumedRecord, *, reason: str, error_type: str) -> None:
+        value = record.value
+        oversized = value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES
         letter = DeadLetter(
             ts=datetime.now(UTC),
             stage=self.stage,
@@ -135,24 +150,31 @@ class DeadLetterPublisher:
             partition=record.partition,
             offset=record.offset,
             key=record.key,
-            value=record.value,
-            headers=[DeadLetterHeader(name=name, value=value) for name, value in (record.headers or ())],
+            value=None if oversized else value,
+            value_size=None if value is None else len(value),
+            value_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
+            headers=[DeadLetterHeader(name=name, value=data) for name, data in (record.headers or ())],
             reason=reason[:2000],
             error_type=error_type[:200],
         )
         log.warning(
-            "dead-lettering %s[%d]@%d (%s): %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            error_type,
-            reason,
+            "dead-lettering %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, error_type, reason
         )
-        self.producer.send(self.topic, key=record.key, value=encode(letter))
+        self._pending.append(self.producer.send(self.topic, key=record.key, value=encode(letter)))
         self.sent += 1
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every letter sent so far; raise :class:`DeadLetterError` if any failed."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
         self.producer.flush(timeout=timeout_s)
+        failed = [future for future in pending if not future.succeeded()]
+        if failed:
+            raise DeadLetterError(
+                f"{len(failed)} of {len(pending)} dead letters to {self.topic} were not delivered: "
+                f"{failed[0].exception!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +235,10 @@ class ConsumeLoop:
                 if polled:
                     self._process_batch(polled)
         finally:
-            self.dead_letters.flush()
-            self.consumer.close(autocommit=False)
+            try:
+                self.dead_letters.flush()
+            finally:
+                self.consumer.close(autocommit=False)
         return self.stats
 
     def _process_batch(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
@@ -237,12 +261,7 @@ class ConsumeLoop:
             self.stats.dead_lettered += 1
         self.stats.handled += len(received)
         self.dead_letters.flush()
-        try:
-            self.consumer.commit()
-        except CommitFailedError as exc:
-            # The group rebalanced while we worked: the new owner re-reads from the last
-            # commit, so the batch is processed again (at-least-once), not lost.
-            log.warning("offset commit failed after a rebalance; batch will be redelivered: %s", exc)
+        self._commit(polled)
 
     def _handle_with_retry(self, received: list[Received]) -> list[Rejected] | None:
         if not received:
@@ -265,18 +284,48 @@ class ConsumeLoop:
                         exc,
                         delay,
                     )
-                    # Pause every partition and keep polling so the group keeps us as a
-                    # member while the sink is failing, without fetching more records.
-                    paused = set(self.consumer.assignment())
-                    self.consumer.pause(*paused)
                     deadline = time.monotonic() + delay
                     while (remaining := deadline - time.monotonic()) > 0:
                         if self.stop.is_set():
                             return None
-                        self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
+                        # Keep polling so the group keeps us as a member while the sink is
+                        # failing, with every partition paused. A rebalance can hand us new,
+                        # unpaused partitions: pause them too, and rewind anything they return
+                        # so no record is skipped.
+                        paused = self._pause_all()
+                        for partition, records in self.consumer.poll(
+                            timeout_ms=int(min(remaining, 0.5) * 1000)
+                        ).items():
+                            if records:
+                                self.consumer.seek(partition, records[0].offset)
         finally:
             if paused:
-                self.consumer.resume(*paused)
+                still_ours = paused & set(self.consumer.assignment())
+                if still_ours:
+                    self.consumer.resume(*still_ours)
+
+    def _pause_all(self) -> set[TopicPartition]:
+        assigned = set(self.consumer.assignment())
+        if assigned:
+            self.consumer.pause(*assigned)
+        return assigned
+
+    def _commit(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
+        # Explicit offsets: exactly what this batch handled, for partitions still ours.
+        assigned = set(self.consumer.assignment())
+        offsets = {
+            partition: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            for partition, records in polled.items()
+            if records and partition in assigned
+        }
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked: the new owner re-reads from the last
+            # commit, so the batch is processed again (at-least-once), not lost.
+            log.warning("offset commit failed after a rebalance; batch will be redelivered: %s", exc)
 
 
 def wait_for_broker(settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:

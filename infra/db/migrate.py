@@ -203,5 +203,10 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for logs and errors."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The connection string with any password replaced, for logs and errors.
+
+    Handles URLs (``postgresql://user:pw@host/db``, ``?password=pw``) and libpq keyword strings
+    (``host=h password=pw``).
+    """
+    url = re.sub(r"(://[^:/@?]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password=)('(?:[^'\\]|\\.)*'|[^&\s]+)", r"\1***", url)

@@ -52,15 +52,17 @@ def vitals_series(
 ) -> list[VitalsBucket]:
     """Vitals for one bed in [start, end), averaged per ``width`` (a whole number of minutes).
 
-    Averages over coarser buckets weight each minute by its number of readings.
+    Averages over coarser buckets weight each minute by its number of readings of that
+    measurement, so they equal the average of the raw readings.
     """
     if width < timedelta(minutes=1) or width % timedelta(minutes=1):
         raise ValueError("width must be a whole number of minutes")
 
-    def weighted(column: str) -> sql.Composable:
-        return sql.SQL(
-            "(sum({c} * n) FILTER (WHERE {c} IS NOT NULL) / nullif(sum(n) FILTER (WHERE {c} IS NOT NULL), 0))::real"
-        ).format(c=sql.Identifier(column))
+    def weighted(measurement: str) -> sql.Composable:
+        # Weight each minute by how many readings of this measurement it holds.
+        return sql.SQL("(sum({avg} * {n}) / nullif(sum({n}), 0))::real").format(
+            avg=sql.Identifier(f"{measurement}_avg"), n=sql.Identifier(f"{measurement}_n")
+        )
 
     query = sql.SQL(
         "SELECT {bucket} AS bucket, sum(n)::integer AS n, {hr} AS hr_avg, {rr} AS rr_avg, {spo2} AS spo2_avg, "
@@ -69,11 +71,11 @@ def vitals_series(
         "GROUP BY 1 ORDER BY 1"
     ).format(
         bucket=bucket_expression(backend, "bucket"),
-        hr=weighted("hr_avg"),
-        rr=weighted("rr_avg"),
-        spo2=weighted("spo2_avg"),
-        sbp=weighted("sbp_avg"),
-        temp=weighted("temp_avg"),
+        hr=weighted("hr"),
+        rr=weighted("rr"),
+        spo2=weighted("spo2"),
+        sbp=weighted("sbp"),
+        temp=weighted("temp"),
     )
     params: dict[str, Any] = {
         "width": width,

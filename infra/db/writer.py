@@ -172,7 +172,6 @@ class DatabaseWriter:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self._staged: set[str] = set()
         self.fast_batches = 0  # batches stored by one direct COPY
         self.deduplicated_batches = 0  # batches that held already-stored rows
 
@@ -218,14 +217,12 @@ class DatabaseWriter:
                 copy.write_row(row)
 
     def _ensure_staging(self, cur: psycopg.Cursor[Any], target: CopyTarget[Any]) -> None:
-        if target.staging in self._staged:
-            return
+        # Always asked: a rollback of the transaction that created it drops the table again.
         cur.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)").format(
                 sql.Identifier(target.staging), sql.Identifier(target.table)
             )
         )
-        self._staged.add(target.staging)
 
     def write_alerts(self, batch: Sequence[Alert]) -> int:
         """Insert alert versions; the current-state table follows by trigger."""

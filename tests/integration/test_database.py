@@ -166,6 +166,18 @@ def test_rollups_are_live_before_and_after_refresh_and_queries_rebin(db):
     assert [(b.bucket, b.n) for b in five] == [(NOW, 10), (NOW + timedelta(minutes=5), 10)]
     assert five[0].spo2_avg == pytest.approx(92.0)
     assert five[1].spo2_min == pytest.approx(95.0)
+    # Coarse averages weight minutes by readings of that measurement, not by rows: 59 rows
+    # without HR and one with HR 100, then one row with HR 60, average to 80.
+    later = NOW + timedelta(hours=1)
+    sparse = [samples.vitals(bed_id="bed-sparse", ts=later + timedelta(seconds=i), hr=None) for i in range(59)]
+    sparse.append(samples.vitals(bed_id="bed-sparse", ts=later + timedelta(seconds=59), hr=100.0))
+    sparse.append(samples.vitals(bed_id="bed-sparse", ts=later + timedelta(minutes=1), hr=60.0))
+    writer.write_vitals(sparse)
+    coarse = vitals_series(
+        conn, backend, bed_id="bed-sparse", start=later, end=later + timedelta(minutes=5), width=timedelta(minutes=5)
+    )
+    assert [(b.n, b.hr_avg) for b in coarse] == [(61, pytest.approx(80.0))]
+
     latest = latest_vitals(conn, ["icu1-bed01", "nobody"])
     assert list(latest) == ["icu1-bed01"]
     assert latest["icu1-bed01"]["ts"] == NOW + timedelta(minutes=9, seconds=40)

@@ -170,3 +170,33 @@ def test_handler_rejections_are_dead_lettered_and_transient_failures_retried(kaf
     assert again.poll(timeout_ms=3000) == {}
     again.close()
     producer.close()
+
+
+def test_a_value_too_big_for_a_dead_letter_keeps_its_size_and_hash(kafka_settings):
+    import hashlib
+
+    from icu.contracts import MAX_DEAD_LETTER_VALUE_BYTES
+
+    prefix = kafka_settings.topic_prefix
+    source = Topic.CAMERA_STATUS.full_name(prefix)
+    huge = b"x" * (MAX_DEAD_LETTER_VALUE_BYTES + 100_000)
+    producer = create_producer(kafka_settings)
+    _produce(producer, source, huge)
+    _produce(producer, source, samples.camera_status())
+    producer.flush()
+    stop = GracefulStop()
+    loop = ConsumeLoop(
+        create_consumer(kafka_settings, group_id=f"test-{uuid.uuid4().hex[:8]}", topics=[source]),
+        topics={source: Topic.CAMERA_STATUS},
+        handler=lambda batch: stop.set(),
+        dead_letters=DeadLetterPublisher(producer, Topic.DEAD_LETTER.full_name(prefix), stage="sink"),
+        stop=stop,
+    )
+    stats = _run_with_deadline(loop, stop)
+    assert stats.dead_lettered == 1
+    letter = decode(DeadLetter, _read_all(kafka_settings, Topic.DEAD_LETTER.full_name(prefix), 1)[0].value)
+    assert letter.value is None
+    assert letter.value_size == len(huge)
+    assert letter.value_sha256 == hashlib.sha256(huge).hexdigest()
+    assert "not valid JSON" in letter.reason
+    producer.close()

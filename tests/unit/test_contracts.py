@@ -11,6 +11,7 @@ from icu.contracts import (
     SCHEMA_VERSION,
     Alert,
     AlertAck,
+    CameraStatus,
     ContractError,
     DeadLetter,
     Frame,
@@ -91,6 +92,9 @@ def _vitals_json(**changes):
             "at least one measurement",
         ),
         (_vitals_json(consciousness="X"), "consciousness"),
+        (_vitals_json(ts="0001-01-01T00:00:00+14:00"), "cannot be expressed in UTC"),
+        (_vitals_json(schema_version=True), "unsupported schema_version True"),
+        (_vitals_json(patient_id="p\u0000x"), "patient_id contains a NUL character"),
     ],
 )
 def test_malformed_vitals_are_rejected_with_a_reason(payload, expected):
@@ -113,6 +117,17 @@ def test_alert_and_ack_invariants_are_enforced():
     body["reason"] = "x"
     with pytest.raises(ContractError, match="snooze_s"):
         decode(AlertAck, json.dumps(body).encode())
+
+
+def test_values_the_database_cannot_hold_are_refused_at_the_edge():
+    body = json.loads(encode(samples.camera_status()))
+    body["reconnects"] = 3_000_000_000
+    with pytest.raises(ContractError, match="reconnects"):
+        decode(CameraStatus, json.dumps(body).encode())
+    body = json.loads(encode(samples.alert()))
+    body["evidence"] = {"note": "a\u0000b"}
+    with pytest.raises(ContractError, match="NUL"):
+        decode(Alert, json.dumps(body).encode())
 
 
 def test_messages_are_frozen():

@@ -26,7 +26,7 @@ def test_continuous_aggregates_run_outside_a_transaction():
     assert all(m.transactional for m in discover("plain"))
     statements = split_statements(by_name["rollups"].sql)
     assert len(statements) == 4
-    assert statements[0].startswith("CREATE MATERIALIZED VIEW vitals_1m")
+    assert statements[0].startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS vitals_1m")
 
 
 def test_checksum_changes_with_content():
@@ -38,9 +38,18 @@ def test_dollar_quoted_bodies_cannot_be_split():
         split_statements("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;")
 
 
-def test_redact_hides_passwords_only():
-    assert redact("postgresql://icu:pw@db:5432/icu") == "postgresql://icu:***@db:5432/icu"
-    assert redact("postgresql://icu@db/icu") == "postgresql://icu@db/icu"
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("postgresql://icu:pw@db:5432/icu", "postgresql://icu:***@db:5432/icu"),
+        ("postgresql://db/icu?password=pw&sslmode=require", "postgresql://db/icu?password=***&sslmode=require"),
+        ("host=db password=pw dbname=icu", "host=db password=*** dbname=icu"),
+        ("host=db password='p w' dbname=icu", "host=db password=*** dbname=icu"),
+        ("postgresql://icu@db/icu", "postgresql://icu@db/icu"),
+    ],
+)
+def test_redact_hides_passwords_only(dsn, expected):
+    assert redact(dsn) == expected
 
 
 def test_planned_topics_have_explicit_partitions_and_retention():

@@ -1,7 +1,8 @@
 -- Per-minute rollups for the dashboard. vitals_1m / detections_1m read the same on both
 -- backends: here a view over materialised minutes (refreshed by `icu db maintain`) plus
 -- minutes computed from raw rows past the refresh watermark, as TimescaleDB's real-time
--- continuous aggregates do. Buckets use the same origin as TimescaleDB's time_bucket.
+-- continuous aggregates do. The *_n columns count readings per measurement, so coarser
+-- buckets can weight each minute's average correctly. Buckets use the same origin as TimescaleDB's time_bucket.
 
 CREATE TABLE rollup_watermarks (
     rollup        text PRIMARY KEY,
@@ -12,12 +13,15 @@ CREATE FUNCTION vitals_1m_compute(p_from timestamptz, p_to timestamptz)
 RETURNS TABLE (bucket timestamptz, bed_id text, n integer,
                hr_avg real, hr_min real, hr_max real, rr_avg real, rr_min real, rr_max real,
                spo2_avg real, spo2_min real, sbp_avg real, sbp_min real, dbp_avg real, map_avg real,
-               temp_avg real, temp_max real, on_oxygen boolean)
+               temp_avg real, temp_max real, on_oxygen boolean,
+               hr_n integer, rr_n integer, spo2_n integer, sbp_n integer, temp_n integer)
 LANGUAGE sql STABLE AS $$
     SELECT date_bin(INTERVAL '1 minute', ts, TIMESTAMPTZ '2000-01-03 00:00:00+00'), bed_id, count(*)::integer,
            avg(hr)::real, min(hr), max(hr), avg(rr)::real, min(rr), max(rr),
            avg(spo2)::real, min(spo2), avg(sbp)::real, min(sbp), avg(dbp)::real, avg(map)::real,
-           avg(temp_c)::real, max(temp_c), bool_or(on_oxygen)
+           avg(temp_c)::real, max(temp_c), bool_or(on_oxygen),
+           count(hr)::integer, count(rr)::integer, count(spo2)::integer, count(sbp)::integer,
+           count(temp_c)::integer
     FROM vitals WHERE ts >= p_from AND ts < p_to
     GROUP BY 1, 2
 $$;
