@@ -326,25 +326,3 @@ class ConsumeLoop:
             # The group rebalanced while we worked: the new owner re-reads from the last
             # commit, so the batch is processed again (at-least-once), not lost.
             log.warning("offset commit failed after a rebalance; batch will be redelivered: %s", exc)
-
-
-def wait_for_broker(settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:
-    """Block until the cluster answers a metadata request, with a bounded wait."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin = KafkaAdminClient(**settings.kafka_client_config())
-        except KafkaError as exc:
-            last = exc
-            time.sleep(0.5)
-            continue
-        admin.close()
-        return
-    raise TimeoutError(
-        f"no Kafka broker answered at {settings.kafka_bootstrap_servers} within {timeout_s:.0f}s "
-        f"(ICU_KAFKA_BOOTSTRAP_SERVERS; is `icu up` running?): {last}"
-    )

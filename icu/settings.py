@@ -58,6 +58,9 @@ class KafkaSettings(IcuSettings):
     # each JoinGroup for half the timeout, so the minimum keeps consumer start-up fast there.
     kafka_session_timeout_ms: int = Field(default=6000, ge=6000, le=300_000)
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1000, le=300_000)
+    kafka_bootstrap_timeout_ms: int = Field(
+        default=30_000, ge=1000, le=600_000, description="How long a client waits for the first broker."
+    )
 
     @model_validator(mode="after")
     def _security_complete(self) -> Self:
@@ -83,6 +86,7 @@ class KafkaSettings(IcuSettings):
             "client_id": self.kafka_client_id,
             "security_protocol": self.kafka_security_protocol,
             "request_timeout_ms": self.kafka_request_timeout_ms,
+            "bootstrap_timeout_ms": self.kafka_bootstrap_timeout_ms,
         }
         if self.kafka_security_protocol.startswith("SASL"):
             config["sasl_mechanism"] = self.kafka_sasl_mechanism

@@ -47,3 +47,10 @@ def test_db_migrate_without_a_url_names_the_variable():
     result = _run("db", "migrate")
     assert result.returncode == 2
     assert "ICU_DATABASE_URL is not set" in result.stderr
+
+
+def test_an_unreachable_broker_is_one_clear_line():
+    result = _run("topics", "create", ICU_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", ICU_KAFKA_BOOTSTRAP_TIMEOUT_MS="1000")
+    assert result.returncode == 1
+    assert "cannot reach Kafka at 127.0.0.1:1 (ICU_KAFKA_BOOTSTRAP_SERVERS)" in result.stderr
+    assert "Traceback" not in result.stderr
