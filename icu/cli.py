@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 from icu import __version__
@@ -180,6 +181,151 @@ def _cmd_bench_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- simulator ------------------------------------------------------------------------------
+
+
+def _scenarios(names: Sequence[str]) -> list[Any]:
+    from simulator.scenario import load_scenario
+
+    return [load_scenario(name) for name in names]
+
+
+def _cmd_sim_scenarios(args: argparse.Namespace) -> int:
+    from simulator.scenario import library_names, load_scenario
+
+    for name in library_names():
+        scenario = load_scenario(name)
+        kinds = ", ".join(sorted({e.kind for e in scenario.episodes})) or "none"
+        print(f"{name}\t{scenario.duration_s / 60:g} min\tepisodes: {kinds}\t{scenario.description}")
+    return 0
+
+
+def _cmd_sim_validate(args: argparse.Namespace) -> int:
+    from simulator.scenario import ScenarioError, load_scenario_file
+
+    failed = 0
+    for path in args.files:
+        try:
+            scenario = load_scenario_file(path)
+        except ScenarioError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+        else:
+            print(f"{path}: ok ({scenario.name}, {scenario.duration_s:g} s, {len(scenario.episodes)} episodes)")
+    return 2 if failed else 0
+
+
+def _cmd_sim_clips(args: argparse.Namespace) -> int:
+    import time
+
+    from simulator.clips import plan_clip_set, write_clip_set
+    from simulator.settings import parse_size
+
+    configure_logging("INFO")
+    try:
+        width, height = parse_size(args.size)
+    except ValueError as exc:
+        raise SimUsageError(f"--size: {exc}") from None
+    if not 1 <= args.fps <= 60:
+        raise SimUsageError(f"--fps must be within 1-60, got {args.fps:g}")
+    if not 1 <= args.duration <= 24 * 3600:
+        raise SimUsageError(f"--duration must be within 1 s - 24 h, got {args.duration:g}")
+    specs = plan_clip_set(
+        n=args.n,
+        seed=args.seed,
+        split=args.split,
+        duration_s=args.duration,
+        fps=args.fps,
+        width=width,
+        height=height,
+        scenarios=_scenarios(args.scenario or []),
+    )
+    start = time.monotonic()
+    for done, path in enumerate(write_clip_set(specs, args.out, workers=args.workers), start=1):
+        elapsed = time.monotonic() - start
+        print(f"[{done}/{len(specs)}] {path.with_suffix('.mp4').name}  ({elapsed:.1f} s)", file=sys.stderr)
+    print(f"wrote {len(specs)} clips ({args.split}, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def _cmd_sim_ward(args: argparse.Namespace) -> int:
+    from icu.kafka import GracefulStop, create_producer
+    from simulator.settings import SimWardSettings
+    from simulator.ward import DEFAULT_MIX, Ward, open_truth
+
+    settings = load_settings(
+        SimWardSettings,
+        kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+        topic_prefix=args.topic_prefix,
+        sim_beds=args.beds,
+        sim_speed=args.speed,
+        sim_fps=args.fps,
+        sim_size=args.size,
+        sim_seed=args.seed,
+    )
+    configure_logging(settings.log_level)
+    scenarios = _scenarios(args.scenario or DEFAULT_MIX)
+    stop = GracefulStop().install()
+    producer = create_producer(settings, max_block_ms=5_000)
+    truth = open_truth(args.truth)
+    try:
+        ward = Ward(settings, scenarios, truth_out=truth)
+        log.info(
+            "simulated ward: %d beds at %gx speed, %g fps %s -> %s.frames / %s.vitals (Ctrl-C stops)",
+            settings.sim_beds, settings.sim_speed, settings.sim_fps, settings.sim_size,
+            settings.topic_prefix, settings.topic_prefix,
+        )  # fmt: skip
+        stats = ward.run(producer, stop, duration_s=args.duration)
+    finally:
+        producer.close(timeout=30)
+        if truth is not None:
+            truth.close()
+    print(json.dumps({bed.bed_id: vars(s) for bed, s in zip(ward.beds, stats, strict=True)}))
+    return 0
+
+
+def _cmd_sim_vitals(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from icu.contracts import encode
+    from simulator.bed import BedSimulation
+
+    (scenario,) = _scenarios([args.scenario])
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC).replace(microsecond=0)
+    if start.tzinfo is None:
+        raise SimUsageError(f"--start {args.start!r} needs a timezone, e.g. 2026-01-01T00:00:00+00:00")
+    sim = BedSimulation(scenario, seed=args.seed, bed_id=args.bed, start=start, fps=1.0, width=64, height=48)
+    # Vitals follow the course's breathing, so the course is stepped (cheaply, at 1 frame/s, not drawn).
+    for index in range(sim.frame_count):
+        state, truth = sim.course.step(index, index + 1)
+        for vitals in sim.vitals_until(float(index), truth.resp_rate_bpm):
+            sys.stdout.write(encode(vitals).decode() + "\n")
+    return 0
+
+
+def _cmd_sim_sheet(args: argparse.Namespace) -> int:
+    from simulator.sheet import contact_sheet
+
+    print(f"wrote {contact_sheet(args.out)}")
+    return 0
+
+
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from simulator.bench import bench_render
+    from simulator.settings import parse_size
+
+    try:
+        width, height = parse_size(args.size)
+    except ValueError as exc:
+        raise SimUsageError(f"--size: {exc}") from None
+    print(json.dumps(bench_render(frames=args.frames, repeats=args.repeats, width=width, height=height), indent=2))
+    return 0
+
+
+class SimUsageError(Exception):
+    """A bad simulator flag; printed as one line."""
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -276,7 +422,89 @@ def build_parser() -> argparse.ArgumentParser:
     bench_broker = bench.add_parser("broker", help="embedded broker start time and topic creation time")
     bench_broker.add_argument("--repeats", type=int, default=5, help="runs to take the median of (default 5)")
     bench_broker.set_defaults(handler=_cmd_bench_broker)
+
+    bench_sim = bench.add_parser(
+        "sim",
+        help="simulator rendering cost per frame on one core (target <= 2 ms at 320x240)",
+        description="Renders random clip scenarios single-threaded and prints ms per frame for rendering, "
+        "JPEG encoding and H.264 clip writing, with the ratio to the 2 ms render target.",
+    )
+    bench_sim.add_argument("--frames", type=int, default=600, help="frames per repeat (default 600)")
+    bench_sim.add_argument("--repeats", type=int, default=5, help="repeats to take the median of (default 5)")
+    bench_sim.add_argument("--size", default="320x240", help="frame size WIDTHxHEIGHT (default 320x240)")
+    bench_sim.set_defaults(handler=_cmd_bench_sim)
+
+    _add_sim_parser(commands)
     return parser
+
+
+def _add_sim_parser(commands: Any) -> None:
+    sim = commands.add_parser(
+        "sim",
+        help="the synthetic bedside world: scenarios, labelled clips, a live simulated ward",
+        description="Scenario-driven synthetic patients: video with ground truth for training and evaluation, "
+        "and live beds that publish vitals and camera frames to Kafka. Synthetic data only.",
+    ).add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+
+    scenarios = sim.add_parser("scenarios", help="list the scenario library")
+    scenarios.set_defaults(handler=_cmd_sim_scenarios)
+
+    validate = sim.add_parser("validate", help="check scenario files (YAML or JSON); errors name the field")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.set_defaults(handler=_cmd_sim_validate)
+
+    clips = sim.add_parser(
+        "clips",
+        help="write a labelled clip set (<id>.mp4 + <id>.json per clip)",
+        description="Writes N clips in the clip dataset format (see README). Without --scenario each clip is a "
+        "random mix of findings and nuisances on a new patient; with --scenario the named scenarios are cycled "
+        "over new patients (--duration is then ignored). The same --seed gives the same labels, byte for byte.",
+    )
+    clips.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    clips.add_argument("--n", type=int, required=True, help="number of clips")
+    clips.add_argument("--seed", type=int, required=True, help="seed of the whole set")
+    clips.add_argument("--duration", type=float, default=30.0, help="seconds per random clip (default 30)")
+    clips.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    clips.add_argument("--size", default="320x240", help="WIDTHxHEIGHT, both even (default 320x240)")
+    clips.add_argument(
+        "--split",
+        choices=["train", "val", "test", "unseen"],
+        default="train",
+        help="train/val/test share appearance ranges; unseen uses ranges train never has (default train)",
+    )
+    clips.add_argument("--scenario", action="append", metavar="NAME|FILE", help="library name or file; repeatable")
+    clips.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    clips.set_defaults(handler=_cmd_sim_clips)
+
+    ward = sim.add_parser(
+        "ward",
+        help="run live simulated beds: vitals -> <prefix>.vitals, camera frames -> <prefix>.frames",
+        description="Each bed runs one scenario (cycled from --scenario, default a mixed ward) and loops it. "
+        "Vitals at 1 Hz and JPEG frames with the frames contract's headers go to Kafka; timestamps follow "
+        "simulated time. Video is latest-frame-wins: frames that cannot be rendered or sent in time are "
+        "skipped and counted, never queued. Ctrl-C / SIGTERM stops after flushing.",
+    )
+    _add_kafka_flags(ward)
+    ward.add_argument("--beds", type=int, help=_env("number of beds", "ICU_SIM_BEDS", 8))
+    ward.add_argument("--scenario", action="append", metavar="NAME|FILE", help="scenario per bed, cycled; repeatable")
+    ward.add_argument("--speed", type=float, help=_env("simulated seconds per second", "ICU_SIM_SPEED", 1))
+    ward.add_argument("--fps", type=float, help=_env("camera frames per simulated second", "ICU_SIM_FPS", 10))
+    ward.add_argument("--size", help=_env("frame size WIDTHxHEIGHT", "ICU_SIM_SIZE", "320x240"))
+    ward.add_argument("--seed", type=int, help=_env("seed of patients and courses", "ICU_SIM_SEED", 0))
+    ward.add_argument("--duration", type=float, help="stop after this many simulated seconds (default: run on)")
+    ward.add_argument("--truth", type=Path, help="append each bed's ground-truth events (JSON Lines) to this file")
+    ward.set_defaults(handler=_cmd_sim_ward)
+
+    vitals = sim.add_parser("vitals", help="print a scenario's monitor readings as JSON Lines (vitals contract)")
+    vitals.add_argument("--scenario", required=True, metavar="NAME|FILE")
+    vitals.add_argument("--seed", type=int, default=0)
+    vitals.add_argument("--bed", default="sim-01", help="bed_id of the messages (default sim-01)")
+    vitals.add_argument("--start", help="ISO time of the first reading, with timezone (default now)")
+    vitals.set_defaults(handler=_cmd_sim_vitals)
+
+    sheet = sim.add_parser("contact-sheet", help="render a PNG of frames across findings, nuisances and patients")
+    sheet.add_argument("--out", type=Path, default=Path("docs/sim-contact-sheet.png"))
+    sheet.set_defaults(handler=_cmd_sim_sheet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,8 +518,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InfraError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    except SimUsageError as exc:
+        print(f"icu {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        # Scenario and clip errors carry a message written for the user (field paths, file names).
+        from simulator.clips import ClipError
+        from simulator.scenario import ScenarioError
+
+        if not isinstance(exc, ScenarioError | ClipError):
+            raise
+        print(f"icu {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: the reader left, which is not an error.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

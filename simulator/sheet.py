@@ -1,0 +1,93 @@
+"""A contact sheet: one row per finding or nuisance, one column per simulated patient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from simulator.bed import BedSimulation, SimFrame
+from simulator.scenario import parse_scenario
+
+Score = Callable[[SimFrame], float]
+
+# (row title, episodes, how to pick the most telling frame of the row)
+ROWS: list[tuple[str, list[dict[str, Any]], Score]] = [
+    ("stable", [], lambda f: -abs(f.t - 5.0)),
+    ("pain: grimace", [{"kind": "pain", "onset_s": 1, "duration_s": 9, "intensity": 1.0, "bout_every_s": 3}],
+     lambda f: f.state.grimace),
+    ("apnea", [{"kind": "apnea", "onset_s": 1, "duration_s": 10}], lambda f: -abs(f.t - 6.0)),
+    ("clonic seizure", [{"kind": "seizure", "onset_s": 1, "duration_s": 9, "intensity": 1.0,
+                         "limbs": ["left_arm", "right_arm", "left_leg", "head"]}],
+     lambda f: float(np.abs(f.state.jerk).sum())),
+    ("agitation", [{"kind": "agitation", "onset_s": 1, "duration_s": 9, "intensity": 1.0}],
+     lambda f: float(np.abs(f.state.pose).sum())),
+    ("night (IR)", [{"kind": "night_mode", "onset_s": 0, "duration_s": 10, "light": 0.3}], lambda f: f.t),
+    ("walk-through", [{"kind": "walk_through", "onset_s": 1, "duration_s": 8, "linger": 0.5}],
+     lambda f: -abs((f.state.walker or 0.0) - 0.45)),
+    ("blanket", [{"kind": "blanket_adjustment", "onset_s": 1, "duration_s": 8}], lambda f: f.state.blanket),
+    ("head turned", [{"kind": "head_turn", "onset_s": 1, "duration_s": 8, "intensity": 1.0}],
+     lambda f: abs(f.state.head_yaw)),
+    ("noise + JPEG", [{"kind": "noise", "onset_s": 1, "duration_s": 8, "sigma": 14, "jpeg_quality": 10}],
+     lambda f: -abs(f.t - 5.0)),
+]  # fmt: skip
+
+PATIENTS: list[tuple[str, int]] = [("train", 1), ("train", 2), ("train", 3), ("train", 4), ("unseen", 5)]
+
+
+def _label(image: np.ndarray, text: str) -> None:
+    cv2.putText(image, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _best_frame(episodes: list[dict[str, Any]], split: str, seed: int, score: Score) -> tuple[SimFrame, BedSimulation]:
+    scenario = parse_scenario({"name": "sheet", "duration_s": 10, "episodes": episodes})
+    sim = BedSimulation(scenario, seed=seed, split=split)  # type: ignore[arg-type]
+    best: SimFrame | None = None
+    best_score = -np.inf
+    for frame in sim.frames():
+        value = score(frame)
+        if value > best_score:
+            best_score = value
+            best = SimFrame(frame.index, frame.t, frame.image.copy(), frame.state, frame.truth)
+    assert best is not None
+    return best, sim
+
+
+def contact_sheet(out: Path) -> Path:
+    """Render the sheet (rows: findings and nuisances; columns: patients, the last from ``unseen``)."""
+    rows = []
+    face_row = []
+    for title, episodes, score in ROWS:
+        cells = []
+        for split, seed in PATIENTS:
+            frame, sim = _best_frame(episodes, split, seed, score)
+            cell = frame.image
+            truth = frame.truth
+            flags = [name for name in ("grimace", "twitch", "apnea") if getattr(truth, name)]
+            _label(cell, f"{title} | {split} #{seed} | {' '.join(flags) or 'no finding'}")
+            cells.append(cell)
+            if title.startswith("pain"):
+                box = sim.renderer.region("face")
+                neutral = BedSimulation(parse_scenario({"name": "n", "duration_s": 1}), seed=seed, split=split)  # type: ignore[arg-type]
+                calm = next(iter(neutral.frames())).image
+                pad = 4
+                crops = [
+                    cv2.resize(image[max(0, box.y0 - pad) : box.y1 + pad, max(0, box.x0 - pad) : box.x1 + pad],
+                               (160, 240), interpolation=cv2.INTER_NEAREST)
+                    for image in (calm, frame.image)
+                ]  # fmt: skip
+                face = np.hstack(crops)
+                _label(face, "face: calm | grimace")
+                face_row.append(face)
+        rows.append(np.hstack(cells))
+        if face_row and len(face_row) == len(PATIENTS) and title.startswith("pain"):
+            rows.append(np.hstack(face_row))
+    sheet = np.vstack(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), sheet):
+        raise OSError(f"could not write {out}")
+    return out
