@@ -11,8 +11,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from icu import __version__
 from icu.settings import ConfigError, configure_logging, load_settings
@@ -297,7 +297,7 @@ def _cmd_sim_vitals(args: argparse.Namespace) -> int:
     sim = BedSimulation(scenario, seed=args.seed, bed_id=args.bed, start=start, fps=1.0, width=64, height=48)
     # Vitals follow the course's breathing, so the course is stepped (cheaply, at 1 frame/s, not drawn).
     for index in range(sim.frame_count):
-        state, truth = sim.course.step(index, index + 1)
+        _, truth = sim.course.step(index, index + 1)
         for vitals in sim.vitals_until(float(index), truth.resp_rate_bpm):
             sys.stdout.write(encode(vitals).decode() + "\n")
     return 0

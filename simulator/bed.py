@@ -60,13 +60,11 @@ class BedSimulation:
         self.fps = fps
         self.appearance = appearance or sample_appearance(appearance_rng, split)
         self.course = Course(scenario, course_rng)
-        self.renderer = Renderer(
-            self.appearance, width=width, height=height, seed=int(render_rng.integers(2**63 - 1))
-        )
+        self.renderer = Renderer(self.appearance, width=width, height=height, seed=int(render_rng.integers(2**63 - 1)))
         self.monitor = (
             VitalsMonitor(self.course, monitor_rng, bed_id=bed_id, start=start) if start is not None else None
         )
-        self.frame_count = int(round(scenario.duration_s * fps))
+        self.frame_count = round(scenario.duration_s * fps)
         self._next_index = 0
         self._next_vitals_second = 0
 

@@ -25,11 +25,9 @@ def bench_render(*, frames: int = 600, repeats: int = 5, width: int = 320, heigh
     h264_ms: list[float] = []
     for repeat in range(repeats):
         # Each repeat is a different random patient and episode mix, as in a clip set.
-        scenario = random_clip_scenario(
-            np.random.default_rng(repeat), duration_s=frames / 10.0, name=f"bench-{repeat}"
-        )
+        scenario = random_clip_scenario(np.random.default_rng(repeat), duration_s=frames / 10.0, name=f"bench-{repeat}")
         sim = BedSimulation(scenario, seed=repeat, index=repeat, width=width, height=height)
-        images = []
+        images: list[np.ndarray | None] = []
         start = time.perf_counter()
         for frame in sim.frames():
             images.append(frame.image.copy() if len(images) < 100 else None)

@@ -142,12 +142,13 @@ class VideoWriter:
         self._container = av.open(str(path), mode="w", format="mp4")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        assert isinstance(stream, av.VideoStream)
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": "23", "preset": "veryfast"}
+            stream.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
         else:
             stream.options = {"qscale": "3"}
         self._stream = stream
@@ -203,6 +204,7 @@ def dump_json(document: dict[str, Any]) -> str:
 def write_clip(spec: ClipSpec, out: Path) -> Path:
     """Render one clip to ``out/<id>.mp4`` and ``out/<id>.json``; returns the JSON path."""
     cv2.setNumThreads(1)
+    out.mkdir(parents=True, exist_ok=True)
     sim = BedSimulation(
         spec.scenario,
         seed=spec.seed,

@@ -335,8 +335,8 @@ class Course:
                 rate += 6.0 * seizure.intensity
         paused = False
         apnea = False
-        for episode in self._apnea:
-            if _within(t, episode):
+        for apnea_episode in self._apnea:
+            if _within(t, apnea_episode):
                 paused = apnea = True
         for irregular in self._irregular:
             if not _within(t, irregular):
@@ -543,7 +543,7 @@ class VitalsMonitor:
         breathing = resp_rate_now is not None
 
         # Impedance RR: a smoothed breath rate that falls towards 0 during a pause.
-        effective = resp_rate_now if breathing else 0.0
+        effective = resp_rate_now if resp_rate_now is not None else 0.0
         self._rr += (effective - self._rr) * (1.0 - math.exp(-1.0 / 8.0))
         rr = max(0.0, self._rr + rng.normal(0, 0.6))
 
@@ -589,5 +589,8 @@ class VitalsMonitor:
         if all(value is None for value in reading.values()):
             return None
         return Vitals(
-            bed_id=self.bed_id, ts=self.start + timedelta(seconds=t), source="sim", **reading  # type: ignore[arg-type]
+            bed_id=self.bed_id,
+            ts=self.start + timedelta(seconds=t),
+            source="sim",
+            **reading,
         )

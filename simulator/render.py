@@ -140,9 +140,7 @@ class Renderer:
         out = cv2.perspectiveTransform(corners, self._camera)[0]
         lo = np.floor(out.min(axis=0)).astype(int)
         hi = np.ceil(out.max(axis=0)).astype(int)
-        return Region(
-            max(0, int(lo[0])), max(0, int(lo[1])), min(self.width, int(hi[0])), min(self.height, int(hi[1]))
-        )
+        return Region(max(0, int(lo[0])), max(0, int(lo[1])), min(self.width, int(hi[0])), min(self.height, int(hi[1])))
 
     # --- static scene -----------------------------------------------------------------------
 
@@ -189,7 +187,7 @@ class Renderer:
         shade = (0.78 + 0.3 * np.clip(relief, 0, 1))[..., None]
         blanket = np.clip(blanket * shade, 0, 255)
         alpha = (mask.astype(np.float32) / 255.0)[..., None]
-        canvas = (canvas * (1 - alpha) + blanket * alpha).astype(np.uint8)
+        canvas = np.asarray(canvas * (1 - alpha) + blanket * alpha).astype(np.uint8)
         # The sheet turned down over the blanket's top edge: a bright band that breathing moves.
         rect(-56, BLANKET_TOP, 56, BLANKET_TOP + 7, _shade(a.sheet, 1.02))
         cv2.line(canvas, self._pt(-56, BLANKET_TOP + 7), self._pt(56, BLANKET_TOP + 7), _shade(a.sheet, 0.7), 1,
@@ -212,7 +210,9 @@ class Renderer:
         elif a.blanket_pattern == "checks":
             base[((yy // period) + (xx // period)) % 2 == 0] = dark
         elif a.blanket_pattern == "dots":
-            base[((yy % period) - period // 2) ** 2 + ((xx % period) - period // 2) ** 2 < (period // 4 + 1) ** 2] = light
+            base[((yy % period) - period // 2) ** 2 + ((xx % period) - period // 2) ** 2 < (period // 4 + 1) ** 2] = (
+                light
+            )
         # Weave and folds: every blanket has texture, so the chest's motion shows even on plain cloth.
         weave = cv2.GaussianBlur(rng.normal(0, 10, (h, w)).astype(np.float32), (0, 0), 0.8 * s)
         folds = np.zeros((h, w), np.float32)
@@ -223,8 +223,8 @@ class Renderer:
             x1, y1 = x0 + math.cos(angle) * length, y0 + math.sin(angle) * length
             cv2.line(folds, self._pt(x0, y0), self._pt(x1, y1), float(rng.uniform(-45, 45)), max(1, round(3 * s)),
                      cv2.LINE_AA, _SHIFT)  # fmt: skip
-        folds = cv2.GaussianBlur(folds, (0, 0), 2.0 * s)
-        return base + (weave + folds)[..., None]
+        blurred_folds = cv2.GaussianBlur(folds, (0, 0), 2.0 * s)
+        return np.asarray(base + (weave + blurred_folds)[..., None], dtype=np.float32)
 
     # --- per-frame displacement fields --------------------------------------------------------
 
@@ -232,7 +232,7 @@ class Renderer:
         s = self.scale
         x0, y0 = self._px(REMAP_BOX[0], REMAP_BOX[1])
         x1, y1 = self._px(REMAP_BOX[2], REMAP_BOX[3])
-        self._remap_box = (int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1)))
+        self._remap_box = (int(x0), int(y0), math.ceil(x1), math.ceil(y1))
         bx0, by0, bx1, by1 = self._remap_box
         yy, xx = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
         self._base_x = xx - bx0
@@ -248,7 +248,10 @@ class Renderer:
         self._leg_fields = {}
         for name, (lx, ly) in LEGS.items():
             bump = _gauss(ux, uy, lx, ly + 20, 14, 40) * 4.0 * s
-            self._leg_fields[LIMB_INDEX[name]] = ((-np.sign(lx) * bump).astype(np.float32), (0.5 * bump).astype(np.float32))
+            self._leg_fields[LIMB_INDEX[name]] = (
+                (-np.sign(lx) * bump).astype(np.float32),
+                (0.5 * bump).astype(np.float32),
+            )
         body = _gauss(ux, uy, 10, 40, 60, 90) * 10.0 * s
         self._blanket_field = ((-body).astype(np.float32), (0.3 * body).astype(np.float32))
         self._map_x = np.empty_like(self._base_x)
@@ -259,9 +262,7 @@ class Renderer:
         count = int(max(4, min(24, 8_000_000 // frame_bytes)))
         self._noise_sigma = 32.0
         self._noise = [
-            np.clip(128 + self._rng.normal(0, self._noise_sigma, (self.height, self.width, 3)), 0, 255).astype(
-                np.uint8
-            )
+            np.clip(128 + self._rng.normal(0, self._noise_sigma, (self.height, self.width, 3)), 0, 255).astype(np.uint8)
             for _ in range(count)
         ]
 
@@ -304,7 +305,12 @@ class Renderer:
             camera = np.array([[1, 0, state.shake[0] * s], [0, 1, state.shake[1] * s], [0, 0, 1]]) @ camera
         frame = self._frame
         cv2.warpPerspective(
-            canvas, camera, (self.width, self.height), dst=frame, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            canvas,
+            camera,
+            (self.width, self.height),
+            dst=frame,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
         )
 
         # Light: the patient's room gain and warmth, dimmed and greyed at night (IR cameras).
@@ -320,10 +326,15 @@ class Renderer:
         noise = self._noise[int(self._rng.integers(len(self._noise)))]
         k = sigma / self._noise_sigma
         cv2.addWeighted(frame, 1.0, noise, k, -128.0 * k, dst=frame)
+        if state.infrared > 0.5:
+            # An IR camera is monochrome: its noise is grey too.
+            cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR, dst=frame)
         if state.jpeg_quality is not None:
             ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, state.jpeg_quality])
             if ok:
-                cv2.imdecode(data, cv2.IMREAD_COLOR, dst=frame)
+                decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+                if decoded is not None:
+                    np.copyto(frame, decoded)
         return frame
 
     def _draw_arms(self, canvas: np.ndarray, state: BodyState) -> None:

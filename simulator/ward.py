@@ -123,7 +123,16 @@ class SimulatedBed:
         self.stats.frames_dropped += due - self.sim.next_index
         frame = self.sim.frame_at(due)
         for vitals in self.sim.vitals_until(frame.t, frame.truth.resp_rate_bpm):
-            ward.send(producer, Topic.VITALS, kafka_key(vitals), encode(vitals), None, self.stats, bed_id=self.bed_id, vitals=True)
+            ward.send(
+                producer,
+                Topic.VITALS,
+                kafka_key(vitals),
+                encode(vitals),
+                None,
+                self.stats,
+                bed_id=self.bed_id,
+                vitals=True,
+            )
         ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.sim_jpeg_quality])
         if not ok:
             self.stats.send_errors += 1
@@ -137,7 +146,9 @@ class SimulatedBed:
             height=frame.image.shape[0],
         )
         message = make_frame(header, jpeg.tobytes())
-        ward.send(producer, Topic.FRAMES, message.key(), message.jpeg, message.kafka_headers(), self.stats, bed_id=self.bed_id)
+        ward.send(
+            producer, Topic.FRAMES, message.key(), message.jpeg, message.kafka_headers(), self.stats, bed_id=self.bed_id
+        )
 
     def _seq(self, index: int) -> int:
         runs_before = self.stats.runs - 1
