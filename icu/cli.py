@@ -306,7 +306,9 @@ def _cmd_sim_vitals(args: argparse.Namespace) -> int:
 def _cmd_sim_sheet(args: argparse.Namespace) -> int:
     from simulator.sheet import contact_sheet
 
-    print(f"wrote {contact_sheet(args.out)}")
+    if not 0.1 <= args.scale <= 1.0:
+        raise SimUsageError(f"--scale must be within 0.1-1, got {args.scale:g}")
+    print(f"wrote {contact_sheet(args.out, scale=args.scale)}")
     return 0
 
 
@@ -503,7 +505,8 @@ def _add_sim_parser(commands: Any) -> None:
     vitals.set_defaults(handler=_cmd_sim_vitals)
 
     sheet = sim.add_parser("contact-sheet", help="render a PNG of frames across findings, nuisances and patients")
-    sheet.add_argument("--out", type=Path, default=Path("docs/sim-contact-sheet.png"))
+    sheet.add_argument("--out", type=Path, default=Path("docs/sim-contact-sheet.png"), help="PNG path")
+    sheet.add_argument("--scale", type=float, default=0.5, help="shrink factor of the whole sheet (default 0.5)")
     sheet.set_defaults(handler=_cmd_sim_sheet)
 
 

@@ -25,7 +25,7 @@ ROWS: list[tuple[str, list[dict[str, Any]], Score]] = [
      lambda f: float(np.abs(f.state.jerk).sum())),
     ("agitation", [{"kind": "agitation", "onset_s": 1, "duration_s": 9, "intensity": 1.0}],
      lambda f: float(np.abs(f.state.pose).sum())),
-    ("night (IR)", [{"kind": "night_mode", "onset_s": 0, "duration_s": 10, "light": 0.3}], lambda f: f.t),
+    ("night (IR)", [{"kind": "night_mode", "onset_s": 0, "duration_s": 11, "light": 0.3}], lambda f: -abs(f.t - 7.0)),
     ("walk-through", [{"kind": "walk_through", "onset_s": 1, "duration_s": 8, "linger": 0.5}],
      lambda f: -abs((f.state.walker or 0.0) - 0.45)),
     ("blanket", [{"kind": "blanket_adjustment", "onset_s": 1, "duration_s": 8}], lambda f: f.state.blanket),
@@ -39,12 +39,13 @@ PATIENTS: list[tuple[str, int]] = [("train", 1), ("train", 2), ("train", 3), ("t
 
 
 def _label(image: np.ndarray, text: str) -> None:
-    cv2.putText(image, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    cv2.rectangle(image, (0, 0), (width + 8, height + 8), (0, 0, 0), -1)
+    cv2.putText(image, text, (4, height + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def _best_frame(episodes: list[dict[str, Any]], split: str, seed: int, score: Score) -> tuple[SimFrame, BedSimulation]:
-    scenario = parse_scenario({"name": "sheet", "duration_s": 10, "episodes": episodes})
+    scenario = parse_scenario({"name": "sheet", "duration_s": 12, "episodes": episodes})
     sim = BedSimulation(scenario, seed=seed, split=split)  # type: ignore[arg-type]
     best: SimFrame | None = None
     best_score = -np.inf
@@ -57,8 +58,11 @@ def _best_frame(episodes: list[dict[str, Any]], split: str, seed: int, score: Sc
     return best, sim
 
 
-def contact_sheet(out: Path) -> Path:
-    """Render the sheet (rows: findings and nuisances; columns: patients, the last from ``unseen``)."""
+def contact_sheet(out: Path, *, scale: float = 0.5) -> Path:
+    """Render the sheet (rows: findings and nuisances; columns: patients, the last from ``unseen``).
+
+    Cells are 320x240 frames; ``scale`` shrinks the whole sheet (noisy frames make big PNGs).
+    """
     rows = []
     face_row = []
     for title, episodes, score in ROWS:
@@ -87,7 +91,9 @@ def contact_sheet(out: Path) -> Path:
         if face_row and len(face_row) == len(PATIENTS) and title.startswith("pain"):
             rows.append(np.hstack(face_row))
     sheet = np.vstack(rows)
+    if scale != 1.0:
+        sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), sheet):
+    if not cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {out}")
     return out

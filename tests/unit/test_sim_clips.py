@@ -152,3 +152,17 @@ def test_cli_writes_a_named_scenario_set(tmp_path: Path, capsys: pytest.CaptureF
     ]  # fmt: skip
     documents = [json.loads((out / n).read_text()) for n in names if n.endswith(".json")]
     assert documents[0]["meta"]["appearance"] != documents[1]["meta"]["appearance"]  # new patient per clip
+
+
+def test_contact_sheet_and_bench_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sheet.png"
+    assert main(["sim", "contact-sheet", "--out", str(out), "--scale", "0.25"]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet is not None
+    assert sheet.shape == (11 * 60, 5 * 80, 3)  # 10 scenario rows + the face row, 5 patients, 320x240 cells
+    capsys.readouterr()
+    assert main(["bench", "sim", "--frames", "20", "--repeats", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["render_target_ms"] == 2.0
+    assert figures["render_ms_per_frame_median"] > 0
+    assert figures["render_ratio_to_target"] == pytest.approx(figures["render_ms_per_frame_median"] / 2.0, abs=0.001)
