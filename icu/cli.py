@@ -249,7 +249,11 @@ def _cmd_sim_clips(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_ward(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from icu.contracts import Topic
     from icu.kafka import GracefulStop, create_producer
+    from infra.errors import InfraError
     from simulator.settings import SimWardSettings
     from simulator.ward import DEFAULT_MIX, Ward, open_truth
 
@@ -265,8 +269,14 @@ def _cmd_sim_ward(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     scenarios = _scenarios(args.scenario or DEFAULT_MIX)
+    _require_topics(settings, [Topic.FRAMES, Topic.VITALS])
     stop = GracefulStop().install()
-    producer = create_producer(settings, max_block_ms=5_000)
+    try:
+        producer = create_producer(settings, max_block_ms=5_000)
+    except KafkaError as exc:
+        raise InfraError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} (ICU_KAFKA_BOOTSTRAP_SERVERS): {exc}"
+        ) from exc
     truth = open_truth(args.truth)
     try:
         ward = Ward(settings, scenarios, truth_out=truth)
@@ -282,6 +292,17 @@ def _cmd_sim_ward(args: argparse.Namespace) -> int:
             truth.close()
     print(json.dumps({bed.bed_id: vars(s) for bed, s in zip(ward.beds, stats, strict=True)}))
     return 0
+
+
+def _require_topics(settings: Any, topics: Sequence[Any]) -> None:
+    """Refuse to publish into topics nobody created (a broker would auto-create them wrongly)."""
+    from infra.errors import InfraError
+    from infra.topics import list_topics
+
+    existing = list_topics(settings)
+    missing = [t.full_name(settings.topic_prefix) for t in topics if t.full_name(settings.topic_prefix) not in existing]
+    if missing:
+        raise InfraError(f"topics {', '.join(missing)} do not exist; run `icu topics create` (or `icu up`) first")
 
 
 def _cmd_sim_vitals(args: argparse.Namespace) -> int:

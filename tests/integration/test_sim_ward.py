@@ -101,3 +101,24 @@ def test_ward_publishes_vitals_and_frames_per_bed(kafka_settings, tmp_path):
     assert [e["type"] for e in apnea_events] == ["apnea", "apnea", "apnea"]
     assert apnea_events[1]["alert_expected"] is True
     assert apnea_events[0]["alert_expected"] is False
+
+
+def test_ward_refuses_missing_topics_and_an_unreachable_broker(broker):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ICU_")}
+    missing = subprocess.run(
+        [ICU, "sim", "ward", "--bootstrap-servers", broker.bootstrap_servers, "--topic-prefix", "never-created",
+         "--duration", "1"],
+        capture_output=True, text=True, env=clean, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert "never-created.frames, never-created.vitals do not exist; run `icu topics create`" in missing.stderr
+    unreachable = subprocess.run(
+        [ICU, "sim", "ward", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        env={**clean, "ICU_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "ICU_KAFKA_BOOTSTRAP_TIMEOUT_MS": "1000"},
+        timeout=60,
+    )
+    assert unreachable.returncode == 1
+    assert "cannot reach Kafka at 127.0.0.1:1 (ICU_KAFKA_BOOTSTRAP_SERVERS)" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
