@@ -41,7 +41,7 @@ from simulator.scenario import (
     _Episode,
 )
 
-LIMB_INDEX: Final = {name: i for i, name in enumerate(LIMBS)}
+LIMB_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(LIMBS)}
 
 GRIMACE_LABEL_THRESHOLD: Final = 0.3
 """Expression level (0-1) from which a frame is labelled ``grimace``; bouts peak well above it."""

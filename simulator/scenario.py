@@ -14,21 +14,26 @@ import json
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from icu.contracts import Consciousness
 
-LIMBS: Final = ("head", "left_arm", "right_arm", "left_leg", "right_leg")
 Limb = Literal["head", "left_arm", "right_arm", "left_leg", "right_leg"]
+LIMBS: Final[tuple[Limb, ...]] = get_args(Limb)
 
 MAX_SCENARIO_S: Final = 7 * 24 * 3600.0
 
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file and the field."""
+
+
+def _check_range(name: str, value: tuple[float, float], lo: float, hi: float, unit: str) -> None:
+    if not lo <= value[0] <= value[1] <= hi:
+        raise ValueError(f"{name} must be an increasing range within {lo:g}-{hi:g} {unit}, got {list(value)}")
 
 
 class _Strict(BaseModel):
@@ -87,9 +92,7 @@ class Pain(_Episode):
 
     @model_validator(mode="after")
     def _bouts(self) -> Self:
-        lo, hi = self.bout_s
-        if not 0.5 <= lo <= hi <= 120:
-            raise ValueError(f"bout_s must be an increasing range within 0.5-120 s, got {list(self.bout_s)}")
+        _check_range("bout_s", self.bout_s, 0.5, 120, "s")
         return self
 
 
@@ -135,9 +138,7 @@ class Myoclonus(_Episode):
 
     @model_validator(mode="after")
     def _jerk_range(self) -> Self:
-        lo, hi = self.jerk_ms
-        if not 20 <= lo <= hi <= 500:
-            raise ValueError(f"jerk_ms must be an increasing range within 20-500 ms, got {list(self.jerk_ms)}")
+        _check_range("jerk_ms", self.jerk_ms, 20, 500, "ms")
         return self
 
 
@@ -247,27 +248,10 @@ Episode = Annotated[
     Field(discriminator="kind"),
 ]
 
-EPISODE_KINDS: Final = (
-    "pain",
-    "respiratory_deterioration",
-    "apnea",
-    "irregular_breathing",
-    "myoclonus",
-    "seizure",
-    "sepsis",
-    "agitation",
-    "oxygen",
-    "walk_through",
-    "night_mode",
-    "blanket_adjustment",
-    "camera_shake",
-    "noise",
-    "head_turn",
+# The discriminator values, read off the union so a new episode type needs no second list.
+EPISODE_KINDS: Final[tuple[str, ...]] = tuple(
+    get_args(member.model_fields["kind"].annotation)[0] for member in get_args(get_args(Episode)[0])
 )
-
-# Episodes after which a monitoring system should raise a deterioration alert; their onsets are
-# the ground truth that issue 8's alert evaluation scores time-to-alert against.
-ALERTING_KINDS: Final = frozenset({"pain", "respiratory_deterioration", "apnea", "seizure", "sepsis"})
 
 
 class Scenario(_Strict):
