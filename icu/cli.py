@@ -17,6 +17,7 @@ from typing import Any
 from icu import __version__
 from icu.settings import ConfigError, configure_logging, load_settings
 from infra.settings import DatabaseAdminSettings, TopicsAdminSettings, UpSettings
+from simulator.errors import SimulatorError
 
 log = logging.getLogger("icu")
 
@@ -184,6 +185,15 @@ def _cmd_bench_broker(args: argparse.Namespace) -> int:
 # --- simulator ------------------------------------------------------------------------------
 
 
+def _size_flag(value: str) -> tuple[int, int]:
+    from simulator.settings import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise SimulatorError(f"--size: {exc}") from None
+
+
 def _scenarios(names: Sequence[str]) -> list[Any]:
     from simulator.scenario import load_scenario
 
@@ -219,17 +229,9 @@ def _cmd_sim_clips(args: argparse.Namespace) -> int:
     import time
 
     from simulator.clips import plan_clip_set, write_clip_set
-    from simulator.settings import parse_size
 
     configure_logging("INFO")
-    try:
-        width, height = parse_size(args.size)
-    except ValueError as exc:
-        raise SimUsageError(f"--size: {exc}") from None
-    if not 1 <= args.fps <= 60:
-        raise SimUsageError(f"--fps must be within 1-60, got {args.fps:g}")
-    if not 1 <= args.duration <= 24 * 3600:
-        raise SimUsageError(f"--duration must be within 1 s - 24 h, got {args.duration:g}")
+    width, height = _size_flag(args.size)
     specs = plan_clip_set(
         n=args.n,
         seed=args.seed,
@@ -249,11 +251,9 @@ def _cmd_sim_clips(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_ward(args: argparse.Namespace) -> int:
-    from kafka.errors import KafkaError
-
     from icu.contracts import Topic
     from icu.kafka import GracefulStop, create_producer
-    from infra.errors import InfraError
+    from infra.topics import require_topics
     from simulator.settings import SimWardSettings
     from simulator.ward import DEFAULT_MIX, Ward, open_truth
 
@@ -269,14 +269,10 @@ def _cmd_sim_ward(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     scenarios = _scenarios(args.scenario or DEFAULT_MIX)
-    _require_topics(settings, [Topic.FRAMES, Topic.VITALS])
+    # Also the reachability check: an unreachable broker fails here as one line.
+    require_topics(settings, [Topic.FRAMES, Topic.VITALS])
     stop = GracefulStop().install()
-    try:
-        producer = create_producer(settings, max_block_ms=5_000)
-    except KafkaError as exc:
-        raise InfraError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} (ICU_KAFKA_BOOTSTRAP_SERVERS): {exc}"
-        ) from exc
+    producer = create_producer(settings, max_block_ms=5_000)
     truth = open_truth(args.truth)
     try:
         ward = Ward(settings, scenarios, truth_out=truth)
@@ -294,33 +290,18 @@ def _cmd_sim_ward(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_topics(settings: Any, topics: Sequence[Any]) -> None:
-    """Refuse to publish into topics nobody created (a broker would auto-create them wrongly)."""
-    from infra.errors import InfraError
-    from infra.topics import list_topics
-
-    existing = list_topics(settings)
-    missing = [t.full_name(settings.topic_prefix) for t in topics if t.full_name(settings.topic_prefix) not in existing]
-    if missing:
-        raise InfraError(f"topics {', '.join(missing)} do not exist; run `icu topics create` (or `icu up`) first")
-
-
 def _cmd_sim_vitals(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from icu.contracts import encode
-    from simulator.bed import BedSimulation
+    from simulator.bed import monitor_readings
 
     (scenario,) = _scenarios([args.scenario])
     start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC).replace(microsecond=0)
     if start.tzinfo is None:
-        raise SimUsageError(f"--start {args.start!r} needs a timezone, e.g. 2026-01-01T00:00:00+00:00")
-    sim = BedSimulation(scenario, seed=args.seed, bed_id=args.bed, start=start, fps=1.0, width=64, height=48)
-    # Vitals follow the course's breathing, so the course is stepped (cheaply, at 1 frame/s, not drawn).
-    for index in range(sim.frame_count):
-        _, truth = sim.course.step(index, index + 1)
-        for vitals in sim.vitals_until(float(index), truth.resp_rate_bpm):
-            sys.stdout.write(encode(vitals).decode() + "\n")
+        raise SimulatorError(f"--start {args.start!r} needs a timezone, e.g. 2026-01-01T00:00:00+00:00")
+    for vitals in monitor_readings(scenario, seed=args.seed, bed_id=args.bed, start=start):
+        sys.stdout.write(encode(vitals).decode() + "\n")
     return 0
 
 
@@ -328,25 +309,17 @@ def _cmd_sim_sheet(args: argparse.Namespace) -> int:
     from simulator.sheet import contact_sheet
 
     if not 0.1 <= args.scale <= 1.0:
-        raise SimUsageError(f"--scale must be within 0.1-1, got {args.scale:g}")
+        raise SimulatorError(f"--scale must be within 0.1-1, got {args.scale:g}")
     print(f"wrote {contact_sheet(args.out, scale=args.scale)}")
     return 0
 
 
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from simulator.bench import bench_render
-    from simulator.settings import parse_size
 
-    try:
-        width, height = parse_size(args.size)
-    except ValueError as exc:
-        raise SimUsageError(f"--size: {exc}") from None
+    width, height = _size_flag(args.size)
     print(json.dumps(bench_render(frames=args.frames, repeats=args.repeats, width=width, height=height), indent=2))
     return 0
-
-
-class SimUsageError(Exception):
-    """A bad simulator flag; printed as one line."""
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -542,16 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InfraError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    except SimUsageError as exc:
-        print(f"icu {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        # Scenario and clip errors carry a message written for the user (field paths, file names).
-        from simulator.clips import ClipError
-        from simulator.scenario import ScenarioError
-
-        if not isinstance(exc, ScenarioError | ClipError):
-            raise
+    except SimulatorError as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ auto-creation (the embedded broker would give 4 partitions and no retention sett
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -165,6 +165,14 @@ def list_topics(settings: TopicsAdminSettings, *, all_topics: bool = False) -> d
         return _partition_counts(admin, names)
     finally:
         admin.close()
+
+
+def require_topics(settings: TopicsAdminSettings, topics: Iterable[Topic]) -> None:
+    """Refuse to go on when a topic a service writes to is missing (a broker would auto-create it wrongly)."""
+    existing = list_topics(settings)
+    missing = [t.full_name(settings.topic_prefix) for t in topics if t.full_name(settings.topic_prefix) not in existing]
+    if missing:
+        raise TopicAdminError(f"topics {', '.join(missing)} do not exist; run `icu topics create` (or `icu up`) first")
 
 
 def _admin(settings: KafkaSettings) -> KafkaAdminClient:

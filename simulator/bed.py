@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 
 from icu.contracts import Vitals
-from simulator.appearance import Appearance, Split, sample_appearance
+from simulator.appearance import Split, sample_appearance
 from simulator.physiology import BodyState, Course, FrameTruth, VitalsMonitor
 from simulator.render import Renderer
 from simulator.scenario import Scenario
@@ -17,10 +18,29 @@ from simulator.scenario import Scenario
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "unseen": 3}
 
 
-def seed_streams(seed: int, split: Split, index: int) -> list[np.random.Generator]:
-    """Independent generators for appearance, course, monitor and renderer of one patient."""
+class PatientStreams(NamedTuple):
+    """Independent random generators for the parts of one simulated patient."""
+
+    appearance: np.random.Generator
+    course: np.random.Generator
+    monitor: np.random.Generator
+    render: np.random.Generator
+
+
+def seed_streams(seed: int, split: Split, index: int) -> PatientStreams:
+    """The generators of patient ``index`` of ``split`` under ``seed``."""
     sequence = np.random.SeedSequence([seed, _SPLIT_CODE[split], index])
-    return [np.random.default_rng(child) for child in sequence.spawn(4)]
+    return PatientStreams(*(np.random.default_rng(child) for child in sequence.spawn(4)))
+
+
+def monitor_readings(scenario: Scenario, *, seed: int, bed_id: str, start: datetime) -> Iterator[Vitals]:
+    """A scenario's monitor readings alone: the course is stepped once a second and nothing is drawn."""
+    streams = seed_streams(scenario.seed if scenario.seed is not None else seed, "train", 0)
+    course = Course(scenario, streams.course)
+    monitor = VitalsMonitor(course, streams.monitor, bed_id=bed_id, start=start)
+    for second in range(round(scenario.duration_s)):
+        _, truth = course.step(second, second + 1)
+        yield from monitor.readings_until(second, truth.resp_rate_bpm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +69,23 @@ class BedSimulation:
         width: int = 320,
         height: int = 240,
         start: datetime | None = None,
-        appearance: Appearance | None = None,
     ) -> None:
         if not 1.0 <= fps <= 60.0:
             raise ValueError(f"fps must be within 1-60, got {fps}")
-        appearance_rng, course_rng, monitor_rng, render_rng = seed_streams(
-            scenario.seed if scenario.seed is not None else seed, split, index
-        )
+        streams = seed_streams(scenario.seed if scenario.seed is not None else seed, split, index)
         self.scenario = scenario
         self.fps = fps
-        self.appearance = appearance or sample_appearance(appearance_rng, split)
-        self.course = Course(scenario, course_rng)
-        self.renderer = Renderer(self.appearance, width=width, height=height, seed=int(render_rng.integers(2**63 - 1)))
+        self.start = start
+        self.appearance = sample_appearance(streams.appearance, split)
+        self.course = Course(scenario, streams.course)
+        self.renderer = Renderer(
+            self.appearance, width=width, height=height, seed=int(streams.render.integers(2**63 - 1))
+        )
         self.monitor = (
-            VitalsMonitor(self.course, monitor_rng, bed_id=bed_id, start=start) if start is not None else None
+            VitalsMonitor(self.course, streams.monitor, bed_id=bed_id, start=start) if start is not None else None
         )
         self.frame_count = round(scenario.duration_s * fps)
         self._next_index = 0
-        self._next_vitals_second = 0
 
     @property
     def next_index(self) -> int:
@@ -93,10 +112,10 @@ class BedSimulation:
         """Monitor readings for every whole second up to ``t`` not yet sampled."""
         if self.monitor is None:
             raise ValueError("this simulation has no monitor (no start time given)")
-        readings = []
-        while self._next_vitals_second <= t and self._next_vitals_second < self.scenario.duration_s:
-            self._next_vitals_second += 1
-            reading = self.monitor.sample(resp_rate_bpm)
-            if reading is not None:
-                readings.append(reading)
-        return readings
+        return self.monitor.readings_until(t, resp_rate_bpm)
+
+    def timestamp(self, t: float) -> datetime:
+        """Wall-clock time of ``t`` seconds into the scenario (needs a start time)."""
+        if self.start is None:
+            raise ValueError("this simulation has no start time")
+        return self.start + timedelta(seconds=t)

@@ -28,6 +28,7 @@ import numpy as np
 from icu import __version__
 from simulator.appearance import Split
 from simulator.bed import BedSimulation, seed_streams
+from simulator.errors import SimulatorError
 from simulator.physiology import episode_events
 from simulator.scenario import Scenario, parse_scenario
 
@@ -37,7 +38,7 @@ LABEL_KEYS: Final = ("grimace", "twitch", "apnea", "resp_rate_bpm")
 DATASET_FORMAT: Final = "icu-watch-clips/1"
 
 
-class ClipError(ValueError):
+class ClipError(SimulatorError):
     """A clip or clip set that cannot be written or read."""
 
 
@@ -117,6 +118,10 @@ def plan_clip_set(
     """The clips a set will hold: random scenarios, or the given ones cycled over new patients."""
     if n < 1:
         raise ClipError("--n must be at least 1")
+    if not 1 <= fps <= 60:
+        raise ClipError(f"--fps must be within 1-60, got {fps:g}")
+    if not scenarios and not 1 <= duration_s <= 24 * 3600:
+        raise ClipError(f"--duration must be within 1 s - 24 h, got {duration_s:g}")
     if width % 2 or height % 2:
         raise ClipError(f"--size {width}x{height}: width and height must be even (H.264 4:2:0)")
     specs = []
@@ -126,11 +131,9 @@ def plan_clip_set(
             scenario = scenarios[index % len(scenarios)]
             clip_id = f"{split}-s{seed}-{index:05d}-{scenario.name}"
         else:
-            scenario_rng = seed_streams(seed, split, index)[1]
-            # A separate stream from the course's, so the scenario draw does not shift the course.
-            scenario = random_clip_scenario(
-                np.random.default_rng(scenario_rng.integers(2**63 - 1)), duration_s=duration_s, name=clip_id
-            )
+            # Seeded from the course stream's first draw: a fresh generator, so the course itself is untouched.
+            scenario_seed = seed_streams(seed, split, index).course.integers(2**63 - 1)
+            scenario = random_clip_scenario(np.random.default_rng(scenario_seed), duration_s=duration_s, name=clip_id)
         specs.append(ClipSpec(clip_id, scenario, seed, split, index, fps, width, height))
     return specs
 

@@ -191,6 +191,7 @@ class Course:
         self._resp = [e for e in episodes if isinstance(e, RespiratoryDeterioration)]
         self._apnea = [e for e in episodes if isinstance(e, Apnea)]
         self._irregular = [e for e in episodes if isinstance(e, IrregularBreathing)]
+        self._myoclonus = [e for e in episodes if isinstance(e, Myoclonus)]
         self._seizure = [e for e in episodes if isinstance(e, Seizure)]
         self._sepsis = [e for e in episodes if isinstance(e, Sepsis)]
         self._agitation = [e for e in episodes if isinstance(e, Agitation)]
@@ -242,7 +243,7 @@ class Course:
 
     def _schedule_jerks(self) -> list[Jerk]:
         jerks: list[Jerk] = []
-        for myoclonus in (e for e in self.scenario.episodes if isinstance(e, Myoclonus)):
+        for myoclonus in self._myoclonus:
             lo, hi = myoclonus.jerk_ms
             t = myoclonus.onset_s + float(self._rng.exponential(60.0 / myoclonus.jerks_per_min / 2))
             while t < myoclonus.end_s:
@@ -530,6 +531,15 @@ class VitalsMonitor:
         if value is None or self._rng.random() < self._monitor.dropout:
             return None
         return value
+
+    def readings_until(self, t: float, resp_rate_now: float | None) -> list[Vitals]:
+        """Readings for every whole second up to ``t`` (seconds) not yet sampled, within the scenario."""
+        readings = []
+        while self._second <= t and self._second < self.course.scenario.duration_s:
+            reading = self.sample(resp_rate_now)
+            if reading is not None:
+                readings.append(reading)
+        return readings
 
     def sample(self, resp_rate_now: float | None) -> Vitals | None:
         """The reading for the next whole second; ``resp_rate_now`` is the course's truth at that time.

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from icu.contracts import Consciousness
+from simulator.errors import SimulatorError
 
 Limb = Literal["head", "left_arm", "right_arm", "left_leg", "right_leg"]
 LIMBS: Final[tuple[Limb, ...]] = get_args(Limb)
@@ -27,7 +28,7 @@ LIMBS: Final[tuple[Limb, ...]] = get_args(Limb)
 MAX_SCENARIO_S: Final = 7 * 24 * 3600.0
 
 
-class ScenarioError(ValueError):
+class ScenarioError(SimulatorError):
     """A scenario file that cannot be used; the message names the file and the field."""
 
 

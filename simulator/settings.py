@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from icu.settings import KafkaSettings, TopicSettings
+from infra.settings import TopicsAdminSettings
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -22,7 +22,7 @@ def parse_size(value: str) -> tuple[int, int]:
     return width, height
 
 
-class SimWardSettings(KafkaSettings, TopicSettings):
+class SimWardSettings(TopicsAdminSettings):
     """`icu sim ward`: simulated beds publishing vitals and camera frames to Kafka."""
 
     sim_beds: int = Field(default=8, ge=1, le=256, description="Number of simulated beds.")

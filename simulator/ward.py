@@ -57,7 +57,7 @@ class BedStats:
 
 
 class SimulatedBed:
-    """One bed of the ward; restarts its scenario (a new course, same patient) when it ends."""
+    """One bed of the ward; replays its scenario (same patient, same course) when it ends."""
 
     def __init__(self, settings: SimWardSettings, scenario: Scenario, index: int, start: datetime) -> None:
         self.settings = settings
@@ -72,7 +72,6 @@ class SimulatedBed:
 
     def _new_run(self) -> BedSimulation:
         width, height = self.settings.frame_size
-        run_start = self._origin + timedelta(seconds=self._offset_s)
         self.stats.runs += 1
         return BedSimulation(
             self.scenario,
@@ -82,17 +81,14 @@ class SimulatedBed:
             fps=self.settings.sim_fps,
             width=width,
             height=height,
-            start=run_start,
+            start=self._origin + timedelta(seconds=self._offset_s),
         )
 
     def truth_record(self) -> dict[str, Any]:
-        start = self._origin + timedelta(seconds=self._offset_s)
         events = episode_events(self.scenario)
-        for event in events:
-            onset = float(event["onset_s"])  # type: ignore[arg-type]
-            end = float(event["end_s"])  # type: ignore[arg-type]
-            event["onset_ts"] = (start + timedelta(seconds=onset)).isoformat()
-            event["end_ts"] = (start + timedelta(seconds=end)).isoformat()
+        for event, episode in zip(events, self.scenario.episodes, strict=True):
+            event["onset_ts"] = self.sim.timestamp(episode.onset_s).isoformat()
+            event["end_ts"] = self.sim.timestamp(episode.end_s).isoformat()
         return {
             "bed_id": self.bed_id,
             "camera_id": self.camera_id,
@@ -100,7 +96,7 @@ class SimulatedBed:
             "seed": self.settings.sim_seed,
             "index": self.index,
             "run": self.stats.runs,
-            "start": start.isoformat(),
+            "start": self.sim.timestamp(0).isoformat(),
             "fps": self.settings.sim_fps,
             "events": events,
         }
@@ -123,16 +119,7 @@ class SimulatedBed:
         self.stats.frames_dropped += due - self.sim.next_index
         frame = self.sim.frame_at(due)
         for vitals in self.sim.vitals_until(frame.t, frame.truth.resp_rate_bpm):
-            ward.send(
-                producer,
-                Topic.VITALS,
-                kafka_key(vitals),
-                encode(vitals),
-                None,
-                self.stats,
-                bed_id=self.bed_id,
-                vitals=True,
-            )
+            ward.send(producer, self, Topic.VITALS, kafka_key(vitals), encode(vitals))
         ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.sim_jpeg_quality])
         if not ok:
             self.stats.send_errors += 1
@@ -140,23 +127,17 @@ class SimulatedBed:
         header = FrameHeader(
             bed_id=self.bed_id,
             camera_id=self.camera_id,
-            capture_ts=self.sim.monitor.start + timedelta(seconds=frame.t) if self.sim.monitor else _now(),
+            capture_ts=self.sim.timestamp(frame.t),
             seq=self._seq(due),
             width=frame.image.shape[1],
             height=frame.image.shape[0],
         )
         message = make_frame(header, jpeg.tobytes())
-        ward.send(
-            producer, Topic.FRAMES, message.key(), message.jpeg, message.kafka_headers(), self.stats, bed_id=self.bed_id
-        )
+        ward.send(producer, self, Topic.FRAMES, message.key(), message.jpeg, message.kafka_headers())
 
     def _seq(self, index: int) -> int:
         runs_before = self.stats.runs - 1
         return runs_before * self.sim.frame_count + index
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Ward:
@@ -173,7 +154,7 @@ class Ward:
         if not scenarios:
             raise ValueError("a ward needs at least one scenario")
         self.settings = settings
-        self.start = start or _now()
+        self.start = start or datetime.now(UTC)
         self.beds = [
             SimulatedBed(settings, scenarios[i % len(scenarios)], i, self.start) for i in range(settings.sim_beds)
         ]
@@ -188,28 +169,25 @@ class Ward:
     def send(
         self,
         producer: KafkaProducer,
+        bed: SimulatedBed,
         topic: Topic,
         key: bytes | None,
         value: bytes,
-        headers: list[tuple[str, bytes]] | None,
-        stats: BedStats,
-        *,
-        bed_id: str,
-        vitals: bool = False,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         name = topic.full_name(self.settings.topic_prefix)
         try:
             future = producer.send(name, key=key, value=value, headers=headers)
         except KafkaError as exc:
             # The producer's buffer is bounded; when Kafka is down it fills and sends time out.
-            stats.send_errors += 1
-            log.warning("bed %s: could not queue a message for %s: %s", bed_id, name, exc)
+            bed.stats.send_errors += 1
+            log.warning("bed %s: could not queue a message for %s: %s", bed.bed_id, name, exc)
             return
         future.add_errback(self._on_error, name)
-        if vitals:
-            stats.vitals_sent += 1
+        if topic is Topic.VITALS:
+            bed.stats.vitals_sent += 1
         else:
-            stats.frames_sent += 1
+            bed.stats.frames_sent += 1
 
     def _on_error(self, exc: BaseException, topic: str) -> None:
         if not self._failed:

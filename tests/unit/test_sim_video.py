@@ -149,7 +149,7 @@ def test_agitation_is_big_motion_without_twitch_labels() -> None:
 @pytest.mark.parametrize("name", [n for n in library_names() if n.startswith("nuisance-")] + ["agitation", "stable"])
 def test_nuisance_scenarios_carry_no_finding_labels(name: str) -> None:
     scenario = load_scenario(name)
-    course = Course(scenario, seed_streams(0, "train", 0)[1])
+    course = Course(scenario, seed_streams(0, "train", 0).course)
     fps = 10.0
     for index in range(int(scenario.duration_s * fps)):
         _, truth = course.step(index / fps, (index + 1) / fps)
@@ -180,8 +180,8 @@ def test_nuisances_change_the_picture() -> None:
 
 def test_unseen_split_never_overlaps_training_ranges() -> None:
     for index in range(200):
-        train = sample_appearance(seed_streams(1, "train", index)[0], "train")
-        unseen = sample_appearance(seed_streams(1, "unseen", index)[0], "unseen")
+        train = sample_appearance(seed_streams(1, "train", index).appearance, "train")
+        unseen = sample_appearance(seed_streams(1, "unseen", index).appearance, "unseen")
         assert in_training_ranges(train)
         assert not in_training_ranges(unseen)
         assert unseen.blanket_pattern == "dots"

@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 
 from icu.contracts import Consciousness, Vitals, decode, encode
-from simulator.bed import BedSimulation
+from simulator.bed import monitor_readings
 from simulator.scenario import Scenario, load_scenario, parse_scenario
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def readings(scenario: Scenario, seed: int = 0) -> list[tuple[float, Vitals]]:
-    """Every reading with its second, stepping the course at 1 frame/s as `icu sim vitals` does."""
-    sim = BedSimulation(scenario, seed=seed, start=START, fps=1.0, width=64, height=48)
-    out = []
-    for index in range(sim.frame_count):
-        _, truth = sim.course.step(index, index + 1)
-        for vitals in sim.vitals_until(float(index), truth.resp_rate_bpm):
-            out.append(((vitals.ts - START).total_seconds(), vitals))
-    return out
+    """Every reading with its second, as `icu sim vitals` prints them."""
+    return [
+        ((vitals.ts - START).total_seconds(), vitals)
+        for vitals in monitor_readings(scenario, seed=seed, bed_id="sim-bed", start=START)
+    ]
 
 
 def series(rows: list[tuple[float, Vitals]], name: str) -> tuple[np.ndarray, np.ndarray]:
