@@ -30,6 +30,7 @@ from simulator.appearance import Split
 from simulator.bed import BedSimulation, seed_streams
 from simulator.errors import SimulatorError
 from simulator.physiology import episode_events
+from simulator.render import REGIONS
 from simulator.scenario import Scenario, parse_scenario
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,9 @@ class VideoWriter:
 
 def clip_document(spec: ClipSpec, sim: BedSimulation, labels: dict[str, list[Any]]) -> dict[str, Any]:
     regions = {}
-    for name in ("face", "chest", "left_arm", "right_arm", "left_leg", "right_leg"):
+    for name in REGIONS:
         box = sim.renderer.region(name)
         regions[name] = [box.x0, box.y0, box.x1, box.y1]
-    appearance = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sim.appearance).items()}
     return {
         "fps": spec.fps,
         "labels": labels,
@@ -191,7 +191,7 @@ def clip_document(spec: ClipSpec, sim: BedSimulation, labels: dict[str, list[Any
             "height": spec.height,
             "frames": len(labels["grimace"]),
             "scenario": spec.scenario.model_dump(mode="json"),
-            "appearance": appearance,
+            "appearance": asdict(sim.appearance),
             "regions": regions,
             "grimace_bouts": [[round(b.start, 3), round(b.end, 3)] for b in sim.course.bouts],
             "jerks": [[round(j.start, 4), round(j.end, 4)] for j in sim.course.jerks],

@@ -104,6 +104,9 @@ class Renderer:
         self._cx = self._cw / 2
         self._cy = self._ch / 2
         self._camera = self._camera_matrix()
+        gain, warm = appearance.light_gain, appearance.light_warmth
+        self._day_colour = np.diag([gain * (1 - warm), gain, gain * (1 + warm)])
+        self._ir_grey = np.tile(np.array([[0.114, 0.587, 0.299]]) * gain * 1.1, (3, 1))
         self._background = self._draw_background()
         self._canvas = self._background.copy()
         self._init_remap()
@@ -314,12 +317,11 @@ class Renderer:
         )
 
         # Light: the patient's room gain and warmth, dimmed and greyed at night (IR cameras).
-        gain = a.light_gain * state.light
-        warm = a.light_warmth
-        colour = np.diag([gain * (1 - warm), gain, gain * (1 + warm)])
-        if state.infrared > 0:
-            grey = np.tile(np.array([[0.114, 0.587, 0.299]]) * gain * 1.1, (3, 1))
-            colour = (1 - state.infrared) * colour + state.infrared * grey
+        colour = self._day_colour
+        if state.light != 1.0 or state.infrared > 0:
+            colour = self._day_colour * state.light
+            if state.infrared > 0:
+                colour = (1 - state.infrared) * colour + state.infrared * self._ir_grey * state.light
         cv2.transform(frame, colour, dst=frame)
 
         sigma = a.sensor_noise + state.noise_sigma + 10.0 * (1.0 - state.light)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from simulator.appearance import Split
 from simulator.bed import BedSimulation, SimFrame
+from simulator.render import Region
 from simulator.scenario import parse_scenario
 
 Score = Callable[[SimFrame], float]
 
+PAIN_ROW = "pain: grimace"  # followed by a row of magnified faces
+
 # (row title, episodes, how to pick the most telling frame of the row)
 ROWS: list[tuple[str, list[dict[str, Any]], Score]] = [
     ("stable", [], lambda f: -abs(f.t - 5.0)),
-    ("pain: grimace", [{"kind": "pain", "onset_s": 1, "duration_s": 9, "intensity": 1.0, "bout_every_s": 3}],
+    (PAIN_ROW, [{"kind": "pain", "onset_s": 1, "duration_s": 9, "intensity": 1.0, "bout_every_s": 3}],
      lambda f: f.state.grimace),
     ("apnea", [{"kind": "apnea", "onset_s": 1, "duration_s": 10}], lambda f: -abs(f.t - 6.0)),
     ("clonic seizure", [{"kind": "seizure", "onset_s": 1, "duration_s": 9, "intensity": 1.0,
@@ -35,7 +40,7 @@ ROWS: list[tuple[str, list[dict[str, Any]], Score]] = [
      lambda f: -abs(f.t - 5.0)),
 ]  # fmt: skip
 
-PATIENTS: list[tuple[str, int]] = [("train", 1), ("train", 2), ("train", 3), ("train", 4), ("unseen", 5)]
+PATIENTS: list[tuple[Split, int]] = [("train", 1), ("train", 2), ("train", 3), ("train", 4), ("unseen", 5)]
 
 
 def _label(image: np.ndarray, text: str) -> None:
@@ -44,18 +49,31 @@ def _label(image: np.ndarray, text: str) -> None:
     cv2.putText(image, text, (4, height + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _best_frame(episodes: list[dict[str, Any]], split: str, seed: int, score: Score) -> tuple[SimFrame, BedSimulation]:
+def _best_frame(episodes: list[dict[str, Any]], split: Split, seed: int, score: Score) -> tuple[SimFrame, Region]:
+    """The row's most telling frame for one patient, and where that patient's face is."""
     scenario = parse_scenario({"name": "sheet", "duration_s": 12, "episodes": episodes})
-    sim = BedSimulation(scenario, seed=seed, split=split)  # type: ignore[arg-type]
+    sim = BedSimulation(scenario, seed=seed, split=split)
     best: SimFrame | None = None
-    best_score = -np.inf
     for frame in sim.frames():
-        value = score(frame)
-        if value > best_score:
-            best_score = value
-            best = SimFrame(frame.index, frame.t, frame.image.copy(), frame.state, frame.truth)
+        if best is None or score(frame) > score(best):
+            # The renderer reuses its output buffer: keep a copy of the frame's pixels.
+            best = replace(frame, image=frame.image.copy())
     assert best is not None
-    return best, sim
+    return best, sim.renderer.region("face")
+
+
+def _face_pair(split: Split, seed: int, grimace: np.ndarray, box: Region) -> np.ndarray:
+    """The patient's face calm (first frame of a quiet second) beside the grimace, magnified."""
+    calm = next(BedSimulation(parse_scenario({"name": "n", "duration_s": 1}), seed=seed, split=split).frames()).image
+    pad = 4
+    crops = [
+        cv2.resize(image[max(0, box.y0 - pad) : box.y1 + pad, max(0, box.x0 - pad) : box.x1 + pad], (160, 240),
+                   interpolation=cv2.INTER_NEAREST)
+        for image in (calm, grimace)
+    ]  # fmt: skip
+    face = np.hstack(crops)
+    _label(face, "face: calm | grimace")
+    return face
 
 
 def contact_sheet(out: Path, *, scale: float = 0.5) -> Path:
@@ -64,32 +82,20 @@ def contact_sheet(out: Path, *, scale: float = 0.5) -> Path:
     Cells are 320x240 frames; ``scale`` shrinks the whole sheet (noisy frames make big PNGs).
     """
     rows = []
-    face_row = []
     for title, episodes, score in ROWS:
         cells = []
+        faces = []
         for split, seed in PATIENTS:
-            frame, sim = _best_frame(episodes, split, seed, score)
-            cell = frame.image
-            truth = frame.truth
-            flags = [name for name in ("grimace", "twitch", "apnea") if getattr(truth, name)]
+            frame, face_box = _best_frame(episodes, split, seed, score)
+            cell = frame.image.copy()  # the label is drawn on the cell, the face crop needs it clean
+            flags = [name for name in ("grimace", "twitch", "apnea") if getattr(frame.truth, name)]
             _label(cell, f"{title} | {split} #{seed} | {' '.join(flags) or 'no finding'}")
             cells.append(cell)
-            if title.startswith("pain"):
-                box = sim.renderer.region("face")
-                neutral = BedSimulation(parse_scenario({"name": "n", "duration_s": 1}), seed=seed, split=split)  # type: ignore[arg-type]
-                calm = next(iter(neutral.frames())).image
-                pad = 4
-                crops = [
-                    cv2.resize(image[max(0, box.y0 - pad) : box.y1 + pad, max(0, box.x0 - pad) : box.x1 + pad],
-                               (160, 240), interpolation=cv2.INTER_NEAREST)
-                    for image in (calm, frame.image)
-                ]  # fmt: skip
-                face = np.hstack(crops)
-                _label(face, "face: calm | grimace")
-                face_row.append(face)
+            if title == PAIN_ROW:
+                faces.append(_face_pair(split, seed, frame.image, face_box))
         rows.append(np.hstack(cells))
-        if face_row and len(face_row) == len(PATIENTS) and title.startswith("pain"):
-            rows.append(np.hstack(face_row))
+        if faces:
+            rows.append(np.hstack(faces))
     sheet = np.vstack(rows)
     if scale != 1.0:
         sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -5,11 +5,11 @@ import threading
 import uuid
 
 import pytest
-from kafka import KafkaConsumer
 
 from icu.contracts import DeadLetter, Frame, Topic, Vitals, decode, encode, kafka_key
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Rejected, create_consumer, create_producer
 from tests import samples
+from tests.integration.records import read_records
 
 VALID = {
     Topic.FRAMES: lambda: samples.frame(),
@@ -58,24 +58,6 @@ def _run_with_deadline(loop, stop, timeout_s=30.0):
         timer.cancel()
 
 
-def _read_all(settings, topic_name, expected, timeout_s=20.0):
-    consumer = KafkaConsumer(
-        topic_name,
-        **settings.kafka_client_config(),
-        group_id=None,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=int(timeout_s * 1000),
-        enable_auto_commit=False,
-    )
-    records = []
-    for record in consumer:
-        records.append(record)
-        if len(records) >= expected:
-            break
-    consumer.close()
-    return records
-
-
 @pytest.mark.parametrize("topic", list(Topic), ids=lambda t: t.value)
 def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(kafka_settings, topic):
     prefix = kafka_settings.topic_prefix
@@ -112,7 +94,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(kafka_settin
     assert all(type(m) is type(VALID[topic]()) for m in handled)
     assert stats.dead_lettered == len(MALFORMED[topic])
 
-    letters = [decode(DeadLetter, r.value) for r in _read_all(kafka_settings, dead_topic, len(MALFORMED[topic]))]
+    letters = [decode(DeadLetter, r.value) for r in read_records(kafka_settings, dead_topic, len(MALFORMED[topic]))]
     assert len(letters) == len(MALFORMED[topic])
     for letter, (raw, _headers, reason) in zip(sorted(letters, key=lambda x: x.offset), MALFORMED[topic], strict=True):
         assert letter.source_topic == source
@@ -160,7 +142,7 @@ def test_handler_rejections_are_dead_lettered_and_transient_failures_retried(kaf
     assert stats.retries == 1
     assert attempts[0] == attempts[1]  # the same batch, retried whole
     assert stats.handled == sum(attempts[1:])
-    letters = _read_all(kafka_settings, Topic.DEAD_LETTER.full_name(prefix), 1)
+    letters = read_records(kafka_settings, Topic.DEAD_LETTER.full_name(prefix), 1)
     letter = decode(DeadLetter, letters[0].value)
     assert letter.error_type == "rejected"
     assert json.loads(letter.value)["hr"] == 61.0
@@ -194,7 +176,7 @@ def test_a_value_too_big_for_a_dead_letter_keeps_its_size_and_hash(kafka_setting
     )
     stats = _run_with_deadline(loop, stop)
     assert stats.dead_lettered == 1
-    letter = decode(DeadLetter, _read_all(kafka_settings, Topic.DEAD_LETTER.full_name(prefix), 1)[0].value)
+    letter = decode(DeadLetter, read_records(kafka_settings, Topic.DEAD_LETTER.full_name(prefix), 1)[0].value)
     assert letter.value is None
     assert letter.value_size == len(huge)
     assert letter.value_sha256 == hashlib.sha256(huge).hexdigest()

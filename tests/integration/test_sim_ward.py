@@ -12,28 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from kafka import KafkaConsumer
 
 from icu.contracts import Frame, Topic, Vitals, decode_record
+from tests.integration.records import read_records
 
 ICU = str(Path(sys.executable).parent / "icu")
-
-
-def _read(settings, topic: Topic, minimum: int, timeout_s: float = 20.0) -> list:
-    consumer = KafkaConsumer(
-        topic.full_name(settings.topic_prefix),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(timeout_s * 1000),
-    )
-    records = []
-    for record in consumer:
-        records.append(record)
-        if len(records) >= minimum:
-            break
-    consumer.close()
-    return records
 
 
 def test_ward_publishes_vitals_and_frames_per_bed(kafka_settings, tmp_path):
@@ -60,8 +43,8 @@ def test_ward_publishes_vitals_and_frames_per_bed(kafka_settings, tmp_path):
         assert bed["vitals_sent"] >= 7
     assert "ward: frames sent" in result.stderr
 
-    vitals_records = _read(kafka_settings, Topic.VITALS, vitals_sent)
-    frame_records = _read(kafka_settings, Topic.FRAMES, frames_sent)
+    vitals_records = read_records(kafka_settings, Topic.VITALS.full_name(kafka_settings.topic_prefix), vitals_sent)
+    frame_records = read_records(kafka_settings, Topic.FRAMES.full_name(kafka_settings.topic_prefix), frames_sent)
     assert len(vitals_records) == vitals_sent
     assert len(frame_records) == frames_sent
 
