@@ -73,7 +73,8 @@ def random_clip_scenario(rng: np.random.Generator, *, duration_s: float, name: s
     episodes: list[dict[str, Any]] = []
 
     def maybe(p: float, kind: str, min_s: float, max_s: float, **extra: Any) -> None:
-        if rng.random() < p and d >= min_s:
+        # An episode whose shortest length does not fit the clip is left out (short clips).
+        if rng.random() < p and min_s <= min(max_s, d):
             onset, length = span(min_s, max_s)
             intensity = round(float(rng.uniform(0.5, 1.0)), 2)
             episodes.append({"kind": kind, "onset_s": onset, "duration_s": length, "intensity": intensity, **extra})

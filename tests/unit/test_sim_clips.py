@@ -106,6 +106,15 @@ def test_random_sets_cover_every_label(tmp_path: Path) -> None:
     assert any(not spec.scenario.episodes or all(not e.finding for e in spec.scenario.episodes) for spec in specs)
 
 
+@pytest.mark.parametrize("duration_s", [3, 10, 11, 12])
+def test_short_random_clips_leave_out_episodes_that_do_not_fit(duration_s: float) -> None:
+    # An apnea needs 10 s and must end 2 s before the clip does: a 10 s clip used to crash.
+    specs = plan_clip_set(n=30, seed=1, split="train", duration_s=duration_s, fps=10, width=160, height=120)
+    for spec in specs:
+        for episode in spec.scenario.episodes:
+            assert episode.onset_s + episode.duration_s <= duration_s + 1e-6
+
+
 def test_parallel_workers_write_the_same_set(tmp_path: Path) -> None:
     specs = plan_clip_set(n=2, seed=5, split="unseen", duration_s=4, fps=10, width=160, height=120)
     serial = list(write_clip_set(specs, tmp_path / "serial"))
