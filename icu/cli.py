@@ -15,29 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from icu import __version__
+from icu.cli_common import add_kafka_flags as _add_kafka_flags
+from icu.cli_common import env_help as _env
 from icu.settings import ConfigError, configure_logging, load_settings
 from infra.settings import DatabaseAdminSettings, TopicsAdminSettings, UpSettings
+from ingest import IngestError
 from simulator.errors import SimulatorError
 
 log = logging.getLogger("icu")
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _env(flag_help: str, variable: str, default: object | None = None) -> str:
-    default_text = f", default {default}" if default is not None else ""
-    return f"{flag_help} (env {variable}{default_text})"
-
-
-def _add_kafka_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        dest="kafka_bootstrap_servers",
-        help=_env("Kafka host:port list", "ICU_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-    )
-    parser.add_argument(
-        "--topic-prefix", dest="topic_prefix", help=_env("topic name prefix", "ICU_TOPIC_PREFIX", "icu")
-    )
 
 
 def _add_database_flags(parser: argparse.ArgumentParser) -> None:
@@ -435,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sim_parser(commands: Any) -> None:
+    from ingest.cli import add_ingest_command
+
+    add_ingest_command(commands)
+
     sim = commands.add_parser(
         "sim",
         help="the synthetic bedside world: scenarios, labelled clips, a live simulated ward",
@@ -515,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InfraError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    except SimulatorError as exc:
+    except (SimulatorError, IngestError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

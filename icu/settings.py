@@ -8,12 +8,13 @@ Each service composes the groups it needs into one pydantic-settings class (see
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ICU_"
 
@@ -121,6 +122,33 @@ class TopicSettings(IcuSettings):
     topic_frames_retention_ms: int = Field(
         default=3_600_000, ge=60_000, description="How long raw frames are kept (ms)."
     )
+
+
+BED_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class BedSettings(IcuSettings):
+    """The beds this deployment monitors. Edge services refuse data for any other bed."""
+
+    beds: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(),
+        description="Comma-separated bed ids, e.g. icu1-01,icu1-02; empty accepts any well-formed bed id.",
+    )
+
+    @field_validator("beds", mode="before")
+    @classmethod
+    def _split_beds(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple | set | frozenset):
+            bad = [bed for bed in value if not isinstance(bed, str) or not BED_ID_PATTERN.match(bed)]
+            if bad:
+                raise ValueError(f"not a bed id: {bad[0]!r} (letters, digits, '.', '_' and '-', at most 64)")
+            return frozenset(value)
+        return value
+
+    def is_known_bed(self, bed_id: str) -> bool:
+        return not self.beds or bed_id in self.beds
 
 
 class DatabaseSettings(IcuSettings):

@@ -1,1 +1,5 @@
-"""Ingest: cameras (WHIP, RTSP, files) and vitals (HL7 v2, JSON) into Kafka. Delivered by its own issue."""
+"""Camera and vitals ingest: bedside devices into Kafka."""
+
+
+class IngestError(ValueError):
+    """Input the ingest service cannot use (a bad file, URL or cameras file); the message says why."""

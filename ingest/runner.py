@@ -1,0 +1,130 @@
+"""Runs many cameras in one process: a thread per source, one publisher for all of them.
+
+A camera whose source fails is reported lost and logged; it never takes the others down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from kafka import KafkaProducer
+
+from icu.contracts import Topic
+from icu.kafka import create_producer
+from ingest.camera import CameraFeed, SourceKind
+from ingest.publisher import FramePublisher
+from ingest.settings import IngestSettings
+from ingest.sources import SourceError
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    @property
+    def kind(self) -> SourceKind: ...
+
+    def describe(self) -> str: ...
+    def run(self, feed: CameraFeed, stop: threading.Event) -> None: ...
+
+
+def create_frame_producer(settings: IngestSettings) -> KafkaProducer:
+    """A producer tuned for frames: bounded blocking and a short delivery timeout, since a frame
+    Kafka cannot take within seconds is stale anyway (and counted as dropped)."""
+    return create_producer(
+        settings,
+        linger_ms=5,
+        max_block_ms=1_000,
+        delivery_timeout_ms=settings.ingest_delivery_timeout_ms,
+        request_timeout_ms=min(settings.kafka_request_timeout_ms, settings.ingest_delivery_timeout_ms - 100),
+    )
+
+
+@dataclass
+class Camera:
+    feed: CameraFeed
+    source: Source
+    thread: threading.Thread
+    error: str | None = None
+
+
+class IngestRunner:
+    """Owns the publisher thread and each camera's source thread."""
+
+    def __init__(self, settings: IngestSettings, producer: KafkaProducer, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        prefix = settings.topic_prefix
+        self.publisher = FramePublisher(
+            producer,
+            frames_topic=Topic.FRAMES.full_name(prefix),
+            status_topic=Topic.CAMERA_STATUS.full_name(prefix),
+            status_interval_s=settings.ingest_status_interval_s,
+            max_in_flight=settings.ingest_max_in_flight,
+        )
+        self.cameras: dict[str, Camera] = {}
+        self._publisher_thread = threading.Thread(
+            target=self.publisher.run, args=(self.stop,), name="frame-publisher", daemon=True
+        )
+
+    def start(self) -> IngestRunner:
+        self._publisher_thread.start()
+        return self
+
+    def new_feed(self, *, bed_id: str, camera_id: str | None, source: SourceKind) -> CameraFeed:
+        feed = CameraFeed(
+            bed_id=bed_id,
+            camera_id=camera_id or f"{bed_id}-cam",
+            source=source,
+            config=self.settings.feed_config(),
+        )
+        self.publisher.add(feed)
+        return feed
+
+    def add_camera(self, *, bed_id: str, source: Source, camera_id: str | None = None) -> CameraFeed:
+        feed = self.new_feed(bed_id=bed_id, camera_id=camera_id, source=source.kind)
+        if feed.camera_id in self.cameras:
+            raise ValueError(f"camera {feed.camera_id} is configured twice")
+        thread = threading.Thread(
+            target=self._run_source, args=(feed, source), name=f"camera-{feed.camera_id}", daemon=True
+        )
+        camera = Camera(feed, source, thread)
+        self.cameras[feed.camera_id] = camera
+        log.info("camera %s (bed %s): %s", feed.camera_id, bed_id, source.describe())
+        thread.start()
+        return feed
+
+    def _run_source(self, feed: CameraFeed, source: Source) -> None:
+        try:
+            source.run(feed, self.stop)
+        except SourceError as exc:
+            self.cameras[feed.camera_id].error = str(exc)
+            feed.mark_lost(str(exc))
+            log.error("camera %s (bed %s) stopped: %s", feed.camera_id, feed.bed_id, exc)
+        except Exception as exc:
+            # A bug in one camera's path must not take the process (and every other bed) down.
+            self.cameras[feed.camera_id].error = f"{type(exc).__name__}: {exc}"
+            feed.mark_lost(f"internal error: {type(exc).__name__}")
+            log.exception("camera %s (bed %s) failed", feed.camera_id, feed.bed_id)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every source has finished or ``stop`` is set; True if all finished."""
+        while not self.stop.is_set():
+            alive = [c.thread for c in self.cameras.values() if c.thread.is_alive()]
+            if not alive:
+                return True
+            alive[0].join(timeout=0.2 if timeout is None else min(0.2, timeout))
+            if timeout is not None:
+                timeout -= 0.2
+                if timeout <= 0:
+                    return False
+        return False
+
+    def close(self) -> None:
+        """Stop every source, publish what is waiting plus a final status, flush."""
+        self.stop.set()
+        for camera in self.cameras.values():
+            camera.thread.join(timeout=15)
+        self._publisher_thread.join(timeout=20)
