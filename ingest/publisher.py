@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PublisherStats:
     frames_sent: int = 0
+    bytes_sent: int = 0
     frames_acked: int = 0
     frames_failed: int = 0
     statuses_sent: int = 0
@@ -131,6 +132,7 @@ class FramePublisher:
             self._failed(feed, exc)
             return
         self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame.jpeg)
         future.add_callback(self._acked, feed, capture)
         future.add_errback(self._errored, feed)
 

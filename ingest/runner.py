@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 from kafka import KafkaProducer
 
 from icu.contracts import Topic
@@ -35,7 +36,9 @@ def create_frame_producer(settings: IngestSettings) -> KafkaProducer:
     Kafka cannot take within seconds is stale anyway (and counted as dropped)."""
     return create_producer(
         settings,
-        linger_ms=5,
+        linger_ms=settings.ingest_linger_ms,
+        # Room for many ~10-30 kB frames per request; the 16 kB default sends one frame per request.
+        batch_size=512 * 1024,
         max_block_ms=1_000,
         delivery_timeout_ms=settings.ingest_delivery_timeout_ms,
         request_timeout_ms=min(settings.kafka_request_timeout_ms, settings.ingest_delivery_timeout_ms - 100),
@@ -56,6 +59,8 @@ class IngestRunner:
     def __init__(self, settings: IngestSettings, producer: KafkaProducer, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
+        # Parallelism comes from cameras (one thread each); OpenCV's own pool only adds spinning.
+        cv2.setNumThreads(1)
         prefix = settings.topic_prefix
         self.publisher = FramePublisher(
             producer,
