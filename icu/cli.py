@@ -292,6 +292,32 @@ def _cmd_sim_vitals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sim_camera(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from simulator.camera import run_camera
+    from simulator.settings import SimCameraSettings
+
+    settings = load_settings(SimCameraSettings)
+    configure_logging(settings.log_level)
+    if settings.sim_whip_token is None:
+        raise ConfigError("ICU_SIM_WHIP_TOKEN is not set: the WHIP endpoint needs the bed's bearer token")
+    (scenario,) = _scenarios([args.scenario])
+    stats = asyncio.run(
+        run_camera(
+            args.whip,
+            settings.sim_whip_token.get_secret_value(),
+            scenario,
+            seed=args.seed,
+            fps=args.fps,
+            duration_s=args.duration,
+            ice_addresses=tuple(args.ice_address or ()),
+        )
+    )
+    print(json.dumps(stats))
+    return 0
+
+
 def _cmd_sim_sheet(args: argparse.Namespace) -> int:
     from simulator.sheet import contact_sheet
 
@@ -512,6 +538,23 @@ def _add_sim_parser(commands: Any) -> None:
     vitals.add_argument("--bed", default="sim-01", help="bed_id of the messages (default sim-01)")
     vitals.add_argument("--start", help="ISO time of the first reading, with timezone (default now)")
     vitals.set_defaults(handler=_cmd_sim_vitals)
+
+    camera = sim.add_parser(
+        "camera",
+        help="a simulated WebRTC camera publishing one bed's video to a WHIP endpoint",
+        description="Renders a scenario in real time and publishes it over WebRTC to a WHIP endpoint (RFC 9725), "
+        "like a bedside camera: POST offer, media, DELETE on exit (Ctrl-C) or at the scenario's end. The bearer "
+        "token comes from ICU_SIM_WHIP_TOKEN.",
+    )
+    camera.add_argument("--whip", required=True, help="endpoint URL, e.g. http://127.0.0.1:8080/whip/icu1-01")
+    camera.add_argument("--scenario", default="stable", metavar="NAME|FILE", help="scenario (default stable)")
+    camera.add_argument("--seed", type=int, default=0, help="patient seed (default 0)")
+    camera.add_argument("--fps", type=float, default=10.0, help="camera frame rate (default 10)")
+    camera.add_argument("--duration", type=float, help="stop after this many seconds (default: the scenario's end)")
+    camera.add_argument(
+        "--ice-address", action="append", help="offer only this local address as ICE candidate (repeatable)"
+    )
+    camera.set_defaults(handler=_cmd_sim_camera)
 
     sheet = sim.add_parser("contact-sheet", help="render a PNG of frames across findings, nuisances and patients")
     sheet.add_argument("--out", type=Path, default=Path("docs/sim-contact-sheet.png"), help="PNG path")

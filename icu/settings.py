@@ -199,5 +199,7 @@ def configure_logging(level: str) -> None:
     formatter.converter = time.gmtime  # UTC in logs, like every timestamp on the wire
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # kafka-python is chatty at INFO about every connection; its warnings still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # kafka-python and aioice are chatty at INFO about every connection and ICE check; their
+    # warnings still show.
+    for chatty in ("kafka", "aioice"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))

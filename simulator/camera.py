@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from yarl import URL
 
 from simulator.bed import BedSimulation
 from simulator.errors import SimulatorError
+from simulator.scenario import Scenario
+
+log = logging.getLogger(__name__)
 
 VIDEO_CLOCK_RATE = 90_000
 
@@ -104,3 +108,37 @@ async def publish_whip(endpoint: str, token: str, track: VideoStreamTrack) -> Wh
         raise WhipPublishError(201, "no Location header in the answer")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     return WhipSession(pc=pc, location=location, endpoint=endpoint, token=token)
+
+
+async def run_camera(
+    endpoint: str,
+    token: str,
+    scenario: Scenario,
+    *,
+    seed: int = 0,
+    fps: float = 10.0,
+    duration_s: float | None = None,
+    ice_addresses: tuple[str, ...] = (),
+) -> dict[str, int | str | None]:
+    """Publish ``scenario`` as a camera until its end, ``duration_s``, or cancellation; then DELETE."""
+    if ice_addresses:
+        from ingest.whip import pin_ice_host_addresses
+
+        pin_ice_host_addresses(ice_addresses)
+    track = SimulatedCameraTrack(BedSimulation(scenario, seed=seed, fps=fps))
+    session = await publish_whip(endpoint, token, track)
+    log.info("publishing %s to %s (session %s)", scenario.name, endpoint, session.location)
+    ended = asyncio.Event()
+    track.on("ended", ended.set)
+    try:
+        await asyncio.wait_for(ended.wait(), timeout=duration_s)
+    except TimeoutError:
+        pass
+    finally:
+        status = await session.close()
+    return {
+        "location": session.location,
+        "frames_sent": track.frames_sent,
+        "frames_skipped": track.frames_skipped,
+        "delete_status": status,
+    }

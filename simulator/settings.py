@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from icu.settings import IcuSettings
 from infra.settings import TopicsAdminSettings
 
 
@@ -42,3 +43,11 @@ class SimWardSettings(TopicsAdminSettings):
     @property
     def frame_size(self) -> tuple[int, int]:
         return parse_size(self.sim_size)
+
+
+class SimCameraSettings(IcuSettings):
+    """`icu sim camera`: one simulated WebRTC camera publishing to a WHIP endpoint."""
+
+    sim_whip_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the WHIP endpoint (an environment variable, never a flag)."
+    )
