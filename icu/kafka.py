@@ -8,6 +8,7 @@ consumer-group session timeout (see ``KafkaSettings``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import signal
@@ -20,7 +21,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -91,6 +92,23 @@ def create_consumer(
     consumer = KafkaConsumer(**config)
     consumer.subscribe(list(topics))
     return consumer
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Flush and close; records still undelivered after ``timeout_s`` are dropped (and logged)."""
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError as exc:
+        # kafka-python 3.0 raises from close() when records are still undelivered and leaves
+        # the producer open (its __del__ then raises again). Force the I/O thread down so the
+        # undelivered batches are aborted, then close for good.
+        log.warning("closing the Kafka producer: records still undelivered are dropped (%s)", exc)
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout_s)
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=0)
 
 
 class GracefulStop:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from icu.contracts import Topic
+from icu.kafka import close_producer
 from infra.broker import EmbeddedBroker
 from infra.topics import create_topics
 from ingest.runner import IngestRunner, create_frame_producer
@@ -59,7 +60,7 @@ def _run_cameras(
     latencies = np.array(runner.publisher.stats.latencies_s) * 1000
     jpeg_bytes = runner.publisher.stats.bytes_sent / max(1, runner.publisher.stats.frames_sent)
     runner.close()
-    producer.close(timeout=10)
+    close_producer(producer, 10)
     return {
         "frames_per_s": acked / wall,
         "cores": cpu / wall,
@@ -84,7 +85,7 @@ def _raw_producer(settings: IngestSettings, *, size: int, seconds: float) -> flo
         sent += len(keys)
     producer.flush(timeout=60)
     elapsed = time.perf_counter() - began
-    producer.close(timeout=10)
+    close_producer(producer, 10)
     return sent / elapsed
 
 

@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 def _run(settings: Any, *, entries: list[Any], whip: bool) -> int:
     """Run cameras (and optionally the WHIP endpoint) until they end or Ctrl-C."""
     from icu.contracts import Topic
-    from icu.kafka import GracefulStop
+    from icu.kafka import GracefulStop, close_producer
     from infra.topics import require_topics
     from ingest.runner import IngestRunner, create_frame_producer
     from ingest.service import WhipService, source_for
@@ -58,7 +58,7 @@ def _run(settings: Any, *, entries: list[Any], whip: bool) -> int:
             runner.wait()
     finally:
         runner.close()
-        producer.close(timeout=10)
+        close_producer(producer, 10)
     failed = {camera_id: c.error for camera_id, c in runner.cameras.items() if c.error}
     for camera_id, error in failed.items():
         print(f"icu ingest: camera {camera_id}: {error}", file=sys.stderr)

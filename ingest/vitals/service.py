@@ -39,7 +39,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from icu.contracts import MAX_DEAD_LETTER_VALUE_BYTES, DeadLetter, DeadLetterHeader, Topic, encode
-from icu.kafka import create_producer
+from icu.kafka import close_producer, create_producer
 from infra.errors import InfraError
 from infra.topics import require_topics
 from ingest.vitals.gate import JsonItem, RejectKind, VitalsGate, VitalsRejected, judge_json_body
@@ -134,23 +134,6 @@ def dead_letter(
         reason=rejection.reason[:2000],
         error_type=rejection.kind.error_type,
     )
-
-
-def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
-    """Flush and close; records still undelivered after ``timeout_s`` are dropped (and logged)."""
-    try:
-        producer.close(timeout=timeout_s)
-    except KafkaError as exc:
-        # kafka-python 3.0 raises from close() when records are still undelivered and leaves
-        # the producer open (its __del__ then raises again). Force the I/O thread down so the
-        # undelivered batches are aborted, then close for good.
-        log.warning("closing the Kafka producer: records still undelivered are dropped (%s)", exc)
-        sender = getattr(producer, "_sender", None)
-        if sender is not None:
-            sender.force_close()
-            sender.join(timeout_s)
-        with contextlib.suppress(KafkaError):
-            producer.close(timeout=0)
 
 
 def _peer(address: Any) -> str:
