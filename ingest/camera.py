@@ -258,10 +258,12 @@ class ClockFn(Protocol):
 class StreamClock:
     """Maps a stream's presentation timestamps to wall-clock capture times.
 
-    The first frame anchors the stream clock to the wall clock at its arrival; later frames
-    keep the stream's own spacing (so jitter in delivery does not smear capture times). When
-    the mapping drifts from the wall clock by more than ``max_drift_s`` (a camera reboot resets
-    its clock, a long stall) it re-anchors.
+    The mapping keeps the stream's own spacing (so delivery jitter does not smear capture times)
+    and tracks the least-delayed frame seen: a frame that would map *after* its own arrival
+    proves the anchor was set by a late frame (FFmpeg hands over ~2 s of buffered RTSP frames at
+    once on connect), so it becomes the new anchor. Capture times therefore never lie in the
+    future. A mapping more than ``max_drift_s`` behind arrival (a camera reboot resets its clock,
+    a long stall) also re-anchors.
     """
 
     def __init__(self, max_drift_s: float = 2.0) -> None:
@@ -274,7 +276,7 @@ class StreamClock:
         if self._anchor is not None:
             pts0, wall0 = self._anchor
             mapped = wall0 + timedelta(seconds=pts_s - pts0)
-            if abs((mapped - arrival).total_seconds()) <= self.max_drift_s:
+            if mapped <= arrival and (arrival - mapped).total_seconds() <= self.max_drift_s:
                 return mapped
         self._anchor = (pts_s, arrival)
         return arrival

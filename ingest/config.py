@@ -36,7 +36,7 @@ class CameraEntry(BaseModel):
 
     bed: BedField
     camera_id: BedField | None = None
-    rtsp: Annotated[str, StringConstraints(pattern=r"(?i)^rtsps?://")] | None = None
+    rtsp: str | None = None
     file: Path | None = None
     speed: float | Literal["max"] = 1.0
     loop: bool = False
@@ -45,6 +45,8 @@ class CameraEntry(BaseModel):
     def _one_source(self) -> Self:
         if (self.rtsp is None) == (self.file is None):
             raise ValueError("give exactly one of 'rtsp' or 'file'")
+        if self.rtsp is not None and not self.rtsp.lower().startswith(("rtsp://", "rtsps://")):
+            raise ValueError("not an RTSP URL (expected rtsp://[user:password@]host[:port]/path)")
         if isinstance(self.speed, float) and self.speed <= 0:
             raise ValueError("speed must be positive or 'max'")
         return self

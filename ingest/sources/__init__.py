@@ -13,27 +13,30 @@ class SourceError(IngestError):
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])[^=&;]*(?:pass|pwd|token|secret|key|auth|sig)[^=&;]*=)[^&;#\s]*")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any user:password replaced, safe for logs and status messages."""
+    """The URL with user:password and secret-looking query values replaced, safe for logs."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return _USERINFO.sub("***@", url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+        return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", url))
+    netloc = parts.netloc
+    if "@" in netloc:
+        # Keep the host exactly as written (IPv6 brackets, odd ports) rather than re-parsing it.
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = _SECRET_QUERY.sub(r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_text(text: str, url: str) -> str:
-    """``text`` (e.g. an FFmpeg error) with the URL's credentials removed wherever they appear."""
-    parts = urlsplit(url)
+    """``text`` (e.g. an FFmpeg error) with the URL's secrets removed wherever they appear."""
     text = text.replace(url, redact_url(url))
-    for secret in (parts.password, parts.username):
-        if secret:
-            text = text.replace(secret, "***")
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
     return _USERINFO.sub("***@", text)

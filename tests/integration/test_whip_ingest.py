@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from icu.contracts import CameraState, CameraStatus, Topic, decode, decode_frame
+from icu.kafka import close_producer
 from infra.settings import TopicsAdminSettings
 from ingest.runner import IngestRunner, create_frame_producer
 from ingest.service import WhipService
@@ -53,7 +54,8 @@ def whip(kafka_settings: TopicsAdminSettings) -> Iterator[Whip]:
         ingest_stall_after_s=1.0,
         ingest_lost_after_s=2.5,
     )
-    runner = IngestRunner(settings, create_frame_producer(settings)).start()
+    producer = create_frame_producer(settings)
+    runner = IngestRunner(settings, producer).start()
     service = WhipService(settings, runner)
     thread = service.start_in_thread()
     try:
@@ -61,6 +63,7 @@ def whip(kafka_settings: TopicsAdminSettings) -> Iterator[Whip]:
     finally:
         runner.close()
         thread.join(timeout=10)
+        close_producer(producer, 10)
 
 
 def camera(seed: int = 1) -> SimulatedCameraTrack:
