@@ -53,17 +53,21 @@ class RateSampler:
         if fps <= 0:
             raise ValueError("fps must be positive")
         self.interval_s = 1.0 / fps
-        self._next_due: float | None = None
+        self._anchor: float | None = None
+        self._last_slot = 0
 
     def keep(self, capture_s: float) -> bool:
-        if self._next_due is None or capture_s < self._next_due - 10 * self.interval_s:
+        anchor = self._anchor
+        if anchor is None or capture_s < anchor + (self._last_slot - 10) * self.interval_s:
             # First frame, or the stream clock jumped backwards (source restarted): re-anchor.
-            self._next_due = capture_s + self.interval_s
+            self._anchor, self._last_slot = capture_s, 0
             return True
-        if capture_s + 1e-6 < self._next_due:
+        # Slot numbers from a fixed anchor: no drift from summing intervals, and a tolerance of
+        # 1/1000 slot absorbs the microsecond rounding of timestamps.
+        slot = int((capture_s - anchor) / self.interval_s + 1e-3)
+        if slot <= self._last_slot:
             return False
-        missed = max(0, int((capture_s - self._next_due) // self.interval_s))  # 0 within the tolerance
-        self._next_due += (missed + 1) * self.interval_s
+        self._last_slot = slot
         return True
 
 

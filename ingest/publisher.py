@@ -100,11 +100,19 @@ class FramePublisher:
                 self.wake.clear()
                 self.publish_ready()
         finally:
-            # Drain: acknowledgements free in-flight places, then what waits in the slots goes.
-            self.producer.flush(timeout=10)
+            # Drain: acknowledgements free in-flight places, then what waits in the slots goes,
+            # with a final status per camera. With the broker down this gives up after the
+            # flush timeouts; what is still in flight is counted as dropped by the errbacks.
+            self._flush("before the final frames")
             self.publish_ready()
             self.publish_statuses()
+            self._flush("of the final frames and statuses")
+
+    def _flush(self, what: str) -> None:
+        try:
             self.producer.flush(timeout=10)
+        except KafkaError as exc:
+            log.warning("Kafka did not take everything %s within 10 s (%s); stopping anyway", what, exc)
 
     def publish_ready(self) -> int:
         """Send every waiting frame whose camera is under its in-flight cap; returns how many."""

@@ -105,7 +105,8 @@ class IngestSettings(TopicsAdminSettings, BedSettings):
             if not sep or not token:
                 raise ValueError(f"{env_name('whip_tokens')}: entry {index} is not 'bed:token'")
             if bed != "*" and not BED_ID_PATTERN.match(bed):
-                raise ValueError(f"{env_name('whip_tokens')}: entry {index} has an invalid bed id {bed!r}")
+                # Not quoted: with 'token:bed' written the wrong way round, the "bed" is the secret.
+                raise ValueError(f"{env_name('whip_tokens')}: entry {index} does not start with a valid bed id")
             if len(token) < 16:
                 raise ValueError(f"{env_name('whip_tokens')}: entry {index} ({bed}): tokens need 16+ characters")
             table[bed] = token.encode()
