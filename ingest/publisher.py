@@ -50,6 +50,7 @@ class FramePublisher:
         status_topic: str,
         status_interval_s: float = 5.0,
         max_in_flight: int = 4,
+        drain_timeout_s: float = 10.0,
         on_status: Callable[[CameraStatus], None] | None = None,
     ) -> None:
         self.producer = producer
@@ -57,6 +58,7 @@ class FramePublisher:
         self.status_topic = status_topic
         self.status_interval_s = status_interval_s
         self.max_in_flight = max_in_flight
+        self.drain_timeout_s = drain_timeout_s
         self.on_status = on_status
         self.stats = PublisherStats()
         self.wake = threading.Event()
@@ -110,9 +112,11 @@ class FramePublisher:
 
     def _flush(self, what: str) -> None:
         try:
-            self.producer.flush(timeout=10)
+            self.producer.flush(timeout=self.drain_timeout_s)
         except KafkaError as exc:
-            log.warning("Kafka did not take everything %s within 10 s (%s); stopping anyway", what, exc)
+            log.warning(
+                "Kafka did not take everything %s within %.0f s (%s); stopping anyway", what, self.drain_timeout_s, exc
+            )
 
     def publish_ready(self) -> int:
         """Send every waiting frame whose camera is under its in-flight cap; returns how many."""

@@ -68,6 +68,8 @@ class IngestRunner:
             status_topic=Topic.CAMERA_STATUS.full_name(prefix),
             status_interval_s=settings.ingest_status_interval_s,
             max_in_flight=settings.ingest_max_in_flight,
+            # Past the delivery timeout every frame has either been acknowledged or expired.
+            drain_timeout_s=settings.ingest_delivery_timeout_ms / 1000 + 1,
         )
         self.cameras: dict[str, Camera] = {}
         self._publisher_thread = threading.Thread(
@@ -132,4 +134,4 @@ class IngestRunner:
         self.stop.set()
         for camera in self.cameras.values():
             camera.thread.join(timeout=15)
-        self._publisher_thread.join(timeout=20)
+        self._publisher_thread.join(timeout=2 * self.publisher.drain_timeout_s + 10)

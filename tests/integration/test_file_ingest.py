@@ -7,12 +7,9 @@ down (a separate broker that the test kills), corrupt input, and `icu ingest fil
 from __future__ import annotations
 
 import itertools
-import logging
 import random
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,26 +265,15 @@ def test_a_truncated_mp4_is_refused_up_front(clip_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`icu` reconfigures logging and installs SIGINT/SIGTERM handlers: put both back afterwards."""
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the flags and the variables set here configure `icu` (logging and signal handlers
+    are put back by tests/conftest.py)."""
     import os
 
     for name in list(os.environ):
         if name.startswith("ICU_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("ICU_KAFKA_BOOTSTRAP_TIMEOUT_MS", "3000")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    kafka_level = logging.getLogger("kafka").level
-    signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.getLogger("kafka").setLevel(kafka_level)
-        for sig, handler in signals.items():
-            signal.signal(sig, handler)
 
 
 def dead_address() -> str:
