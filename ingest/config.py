@@ -81,7 +81,12 @@ def load_cameras_file(path: Path) -> CamerasFile:
     except OSError as exc:
         raise CameraConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise CameraConfigError(f"{path}: not valid YAML: {exc}") from None
+        # Not str(exc): PyYAML quotes the offending line, which may hold an RTSP password.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise CameraConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}"
+        ) from None
     try:
         parsed = CamerasFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:

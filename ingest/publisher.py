@@ -71,7 +71,10 @@ class FramePublisher:
     # --- the camera registry --------------------------------------------------------------
 
     def add(self, feed: CameraFeed) -> None:
+        """Start publishing ``feed``; ValueError if a camera with its id is already running."""
         with self._lock:
+            if feed.camera_id in self._feeds:
+                raise ValueError(f"camera {feed.camera_id} (bed {feed.bed_id}) is already running in this process")
             self._feeds[feed.camera_id] = feed
             self._in_flight.setdefault(feed.camera_id, 0)
         feed.slot.notify = self.wake
@@ -150,9 +153,9 @@ class FramePublisher:
 
     def _acked(self, feed: CameraFeed, capture: float, _metadata: Any) -> None:
         now = time.monotonic()
-        self.stats.latencies_s.append(time.time() - capture)
-        self.stats.frames_acked += 1
         with self._lock:
+            self.stats.latencies_s.append(time.time() - capture)
+            self.stats.frames_acked += 1
             self._in_flight[feed.camera_id] -= 1
         feed.note_published(now)
         self.wake.set()
@@ -162,9 +165,10 @@ class FramePublisher:
         self.wake.set()
 
     def _failed(self, feed: CameraFeed, exc: BaseException) -> None:
-        self.stats.frames_failed += 1
+        # Called from this thread (send raised) and from kafka-python's sender thread (errback).
         feed.slot.count_dropped()
         with self._lock:
+            self.stats.frames_failed += 1
             self._in_flight[feed.camera_id] -= 1
         now = time.monotonic()
         if now - self._last_error_log > 10:

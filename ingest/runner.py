@@ -72,8 +72,11 @@ class IngestRunner:
             drain_timeout_s=settings.ingest_delivery_timeout_ms / 1000 + 1,
         )
         self.cameras: dict[str, Camera] = {}
+        # The publisher stops after the sources, so its final round carries every camera's
+        # final state ("stopped") and the last frames.
+        self._publisher_stop = threading.Event()
         self._publisher_thread = threading.Thread(
-            target=self.publisher.run, args=(self.stop,), name="frame-publisher", daemon=True
+            target=self.publisher.run, args=(self._publisher_stop,), name="frame-publisher", daemon=True
         )
 
     def start(self) -> IngestRunner:
@@ -92,8 +95,6 @@ class IngestRunner:
 
     def add_camera(self, *, bed_id: str, source: Source, camera_id: str | None = None) -> CameraFeed:
         feed = self.new_feed(bed_id=bed_id, camera_id=camera_id, source=source.kind)
-        if feed.camera_id in self.cameras:
-            raise ValueError(f"camera {feed.camera_id} is configured twice")
         thread = threading.Thread(
             target=self._run_source, args=(feed, source), name=f"camera-{feed.camera_id}", daemon=True
         )
@@ -134,4 +135,5 @@ class IngestRunner:
         self.stop.set()
         for camera in self.cameras.values():
             camera.thread.join(timeout=15)
+        self._publisher_stop.set()
         self._publisher_thread.join(timeout=2 * self.publisher.drain_timeout_s + 10)

@@ -50,7 +50,11 @@ class WhipService:
     def __init__(self, settings: IngestSettings, runner: IngestRunner) -> None:
         self.settings = settings
         self.runner = runner
-        self.server = WhipServer(settings, lambda bed: runner.new_feed(bed_id=bed, camera_id=None, source="whip"))
+        self.server = WhipServer(
+            settings,
+            feed_for=lambda bed: runner.new_feed(bed_id=bed, camera_id=None, source="whip"),
+            retire=runner.publisher.remove,
+        )
         self.port: int | None = None
         self.ready = threading.Event()
 

@@ -9,7 +9,9 @@
 One bed, one publisher: a new session for a bed **replaces** the current one. A camera that
 reboots reconnects long before its old session's ICE consent times out, and refusing it would
 leave the bed unwatched until then; a token is per bed (or deployment-wide), so only a holder of
-that bed's token can take it over. The replacement is logged and counted as a reconnect.
+that bed's token can take it over. The replacement is logged and counted as a reconnect. A bed
+that already has a camera of another kind in the same process (an RTSP camera in the cameras
+file) is refused with ``409``.
 
 Tokens are compared in constant time and never logged: log lines carry the bed, the client's
 address and the outcome only.
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,7 +34,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
+from icu.contracts import CameraState
 from icu.settings import BED_ID_PATTERN
+from ingest.auth import bearer_token
 from ingest.camera import CameraFeed, StreamClock
 from ingest.settings import IngestSettings
 
@@ -50,7 +56,6 @@ class WhipSession:
     feed: CameraFeed
     peer: str
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    ended_by_client: bool = False
 
 
 def pin_ice_host_addresses(addresses: tuple[str, ...]) -> None:
@@ -80,9 +85,13 @@ def sdp_problem(sdp: str) -> str | None:
 class WhipServer:
     """The WHIP resources for every bed. ``feed_for`` gives the camera feed of a bed."""
 
-    def __init__(self, settings: IngestSettings, feed_for: FeedFactory) -> None:
+    def __init__(self, settings: IngestSettings, feed_for: FeedFactory, retire: Callable[[CameraFeed], None]) -> None:
         self.settings = settings
         self.feed_for = feed_for
+        self.retire = retire
+        self._negotiating = 0
+        # JPEG work off the event loop, so RTCP, ICE consent and HTTP never wait on it.
+        self._encoder = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="whip-encode")
         self.sessions: dict[str, WhipSession] = {}
         self.by_bed: dict[str, str] = {}
         self.feeds: dict[str, CameraFeed] = {}
@@ -121,7 +130,7 @@ class WhipServer:
             status=204,
             headers={
                 "Accept-Post": SDP_TYPE,
-                "Access-Control-Allow-Methods": "OPTIONS, POST, DELETE, PATCH",
+                "Access-Control-Allow-Methods": "OPTIONS, POST, DELETE",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
                 "Access-Control-Max-Age": "86400",
             },
@@ -131,13 +140,12 @@ class WhipServer:
         return web.json_response({"status": "ok", "sessions": len(self.sessions)})
 
     async def patch(self, _request: web.Request) -> web.Response:
-        return _problem(405, "trickle ICE and ICE restarts are not supported; send a complete offer")
+        response = _problem(405, "trickle ICE and ICE restarts are not supported; send a complete offer")
+        response.headers["Allow"] = "OPTIONS, DELETE"
+        return response
 
     def _authorised(self, request: web.Request, bed_id: str) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" and token.strip() else None
-        return self.settings.token_allows(bed_id, presented)
+        return self.settings.token_allows(bed_id, bearer_token(request.headers.get("Authorization")))
 
     def _refuse(self, request: web.Request, bed_id: str, status: int, reason: str) -> web.Response:
         self.rejected += 1
@@ -166,34 +174,33 @@ class WhipServer:
         problem = sdp_problem(sdp)
         if problem is not None:
             return self._refuse(request, bed_id, 400, problem)
-        replacing = self.by_bed.get(bed_id)
-        if replacing is None and len(self.sessions) >= self.settings.whip_max_sessions:
+        try:
+            feed = self._feed(bed_id)
+        except ValueError as exc:
+            return self._refuse(request, bed_id, 409, str(exc))
+        if bed_id not in self.by_bed and len(self.sessions) + self._negotiating >= self.settings.whip_max_sessions:
             return self._refuse(request, bed_id, 503, "too many WHIP sessions on this ingest process")
 
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._negotiating += 1  # counted against the cap while ICE gathers (concurrent POSTs)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            if not any(t.kind == "video" for t in pc.getTransceivers()):
-                raise ValueError("the offer has no video media section")
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind == "video":
-                    transceiver.direction = "recvonly"
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)  # non-trickle: gathers every candidate first
+            pc = await self._answer(sdp)
         except Exception as exc:
             # aiortc raises ValueError (and a few others) for SDP it cannot use.
-            await pc.close()
             return self._refuse(request, bed_id, 400, f"unusable SDP offer: {exc}"[:300])
+        finally:
+            self._negotiating -= 1
 
-        if replacing is not None:
+        # Read only now: another publisher for this bed may have registered while we negotiated.
+        replaced = False
+        while (replacing := self.by_bed.get(bed_id)) is not None:
             log.warning("WHIP bed %s: a new publisher from %s replaces session %s", bed_id, request.remote, replacing)
-            await self._end(replacing, reason="replaced by a new publisher", by_client=True)
-        feed = self.feeds.get(bed_id) or self.feeds.setdefault(bed_id, self.feed_for(bed_id))
-        session = WhipSession(uuid.uuid4().hex, bed_id, pc, feed, str(request.remote))
-        if replacing is not None:
-            feed.note_failure("previous WHIP session replaced by a new publisher", lost=False)
+            await self._end(replacing, reason="replaced by a new publisher", outcome=None)
+            replaced = True
+        if replaced:
+            feed.mark_replaced("a new WHIP publisher replaced the previous session; waiting for media")
         else:
             feed.mark_connecting("WHIP session negotiated; waiting for media")
+        session = WhipSession(uuid.uuid4().hex, bed_id, pc, feed, str(request.remote))
         self.sessions[session.session_id] = session
         self.by_bed[bed_id] = session.session_id
         self._watch(session)
@@ -206,6 +213,30 @@ class WhipServer:
             headers={"Location": location, "Content-Type": SDP_TYPE},
         )
 
+    async def _answer(self, sdp: str) -> RTCPeerConnection:
+        """Negotiate a receive-only peer connection for ``sdp``; closes it again on failure."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if not any(t.kind == "video" for t in pc.getTransceivers()):
+                raise ValueError("the offer has no video media section")
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.direction = "recvonly"
+            await pc.setLocalDescription(await pc.createAnswer())  # non-trickle: gathers every candidate
+        except BaseException:
+            await pc.close()
+            raise
+        return pc
+
+    def _feed(self, bed_id: str) -> CameraFeed:
+        """The bed's WHIP camera feed, created on first use. ValueError when the bed already has
+        a camera of another kind in this process (e.g. an RTSP camera in the same cameras file)."""
+        feed = self.feeds.get(bed_id)
+        if feed is None:
+            feed = self.feeds[bed_id] = self.feed_for(bed_id)
+        return feed
+
     async def delete(self, request: web.Request) -> web.Response:
         bed_id = request.match_info["bed_id"]
         session = self.sessions.get(request.match_info["session_id"])
@@ -213,7 +244,7 @@ class WhipServer:
             return self._refuse(request, bed_id, 401, "missing or wrong bearer token")
         if session is None or session.bed_id != bed_id:
             return _problem(404, "no such WHIP session")
-        await self._end(session.session_id, reason="publisher ended the session", by_client=True)
+        await self._end(session.session_id, reason="publisher ended the session", outcome=CameraState.STOPPED)
         return web.Response(status=200)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -231,7 +262,7 @@ class WhipServer:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState == "failed" and session.session_id in self.sessions:
-                await self._end(session.session_id, reason="WebRTC connection failed", by_client=False)
+                await self._end(session.session_id, reason="WebRTC connection failed", outcome=CameraState.LOST)
 
         # Tracks were created by setRemoteDescription, before this handler existed.
         for transceiver in pc.getTransceivers():
@@ -239,8 +270,13 @@ class WhipServer:
                 on_track(transceiver.receiver.track)
 
     async def _consume(self, session: WhipSession, track: MediaStreamTrack) -> None:
+        """Take every frame as it arrives (aiortc's own queue must not grow) and hand kept ones
+        to the encoder pool, at most one per session at a time: while one is being encoded,
+        newer kept frames are dropped and counted (latest-frame-wins, never a backlog)."""
         clock = StreamClock()
         feed = session.feed
+        loop = asyncio.get_running_loop()
+        encoding: asyncio.Future[None] | None = None
         while True:
             try:
                 frame = await track.recv()
@@ -248,29 +284,51 @@ class WhipServer:
                 break
             if not isinstance(frame, VideoFrame):
                 continue
-            feed.offer(frame, clock.capture_ts(frame.time, datetime.now(UTC)))
+            capture_ts = clock.capture_ts(frame.time, datetime.now(UTC))
+            seq = feed.accept(capture_ts)
+            if seq is None:
+                continue
+            if encoding is not None and not encoding.done():
+                feed.slot.count_dropped()
+                continue
+            encoding = loop.run_in_executor(self._encoder, feed.encode_into_slot, frame, capture_ts, seq)
+            encoding.add_done_callback(_log_failure)
         if session.session_id in self.sessions:
-            await self._end(session.session_id, reason="the camera's video track ended", by_client=False)
+            await self._end(session.session_id, reason="the camera's video track ended", outcome=CameraState.LOST)
 
-    async def _end(self, session_id: str, *, reason: str, by_client: bool) -> None:
+    async def _end(self, session_id: str, *, reason: str, outcome: CameraState | None) -> None:
+        """Close a session. ``outcome`` is the bed's camera state afterwards (stopped for a DELETE,
+        lost for a failure), None when a new session takes over the bed."""
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
         if self.by_bed.get(session.bed_id) == session_id:
             del self.by_bed[session.bed_id]
-            # Only the bed's current session decides its camera state; a replaced one does not.
-            if by_client:
+            if outcome is CameraState.STOPPED:
                 session.feed.mark_stopped(reason)
-            else:
-                session.feed.mark_lost(reason)
+                # Ended on purpose: publish its final status, then forget the feed, so beds that
+                # come and go do not accumulate.
+                self.retire(session.feed)
+                self.feeds.pop(session.bed_id, None)
+            elif outcome is CameraState.LOST:
+                session.feed.mark_lost(reason)  # kept: a lost camera stays visible as lost
         log.info("WHIP bed %s: session %s ended (%s)", session.bed_id, session_id, reason)
+        current = asyncio.current_task()
         for task in list(session.tasks):
-            task.cancel()
-        await session.pc.close()
+            if task is not current:  # the track consumer may be the one ending its own session
+                task.cancel()
+        # Shielded: if the caller is cancelled, the peer connection (sockets, ICE, DTLS) still closes.
+        await asyncio.shield(session.pc.close())
 
     async def _shutdown(self, _app: web.Application) -> None:
         for session_id in list(self.sessions):
-            await self._end(session_id, reason="ingest stopped", by_client=True)
+            await self._end(session_id, reason="ingest stopped", outcome=CameraState.STOPPED)
+        self._encoder.shutdown(wait=True)
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("encoding a WHIP frame failed", exc_info=future.exception())
 
 
 def _problem(status: int, reason: str) -> web.Response:

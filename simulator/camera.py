@@ -76,14 +76,16 @@ class WhipSession:
     async def close(self, *, delete: bool = True) -> int | None:
         """End the session: DELETE its resource (unless ``delete`` is False: a camera that vanishes)."""
         status = None
-        if delete:
-            url = str(URL(self.endpoint).join(URL(self.location)))
-            async with (
-                aiohttp.ClientSession() as http,
-                http.delete(url, headers={"Authorization": f"Bearer {self.token}"}) as response,
-            ):
-                status = response.status
-        await self.pc.close()
+        try:
+            if delete:
+                url = str(URL(self.endpoint).join(URL(self.location)))
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.delete(url, headers={"Authorization": f"Bearer {self.token}"}) as response,
+                ):
+                    status = response.status
+        finally:
+            await self.pc.close()
         return status
 
 
@@ -130,6 +132,13 @@ async def run_camera(
     log.info("publishing %s to %s (session %s)", scenario.name, endpoint, session.location)
     ended = asyncio.Event()
     track.on("ended", ended.set)
+
+    @session.pc.on("connectionstatechange")
+    def _on_state() -> None:
+        if session.pc.connectionState in ("failed", "closed"):  # the endpoint went away
+            log.warning("WebRTC connection %s; stopping", session.pc.connectionState)
+            ended.set()
+
     try:
         await asyncio.wait_for(ended.wait(), timeout=duration_s)
     except TimeoutError:

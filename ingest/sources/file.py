@@ -121,6 +121,13 @@ class FileSource:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
                     self.decode_errors += 1
+                    if self.decode_errors in (1, 100, 10_000):  # log the first, then milestones
+                        log.warning(
+                            "camera %s: %s: damaged packet skipped (%d so far)",
+                            feed.camera_id,
+                            file,
+                            self.decode_errors,
+                        )
                     continue
                 for frame in frames:
                     pts = frame.time if frame.time is not None else last

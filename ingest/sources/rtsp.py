@@ -83,6 +83,7 @@ class RtspSource:
         self.stall_timeout_s = stall_timeout_s
         self.backoff = Backoff(backoff_initial_s, backoff_max_s, rng)
         self.sessions = 0
+        self._delivered = False
 
     def describe(self) -> str:
         return f"rtsp {redact_url(self.url)} ({self.transport})"
@@ -91,32 +92,32 @@ class RtspSource:
         safe_url = redact_url(self.url)
         failing_since: float | None = None
         feed.mark_connecting(f"connecting to {safe_url}")
-        try:
-            while not stop.is_set():
-                try:
-                    delivered = self._session(feed, stop)
-                    reason = "stream ended"
-                except (av.error.FFmpegError, OSError) as exc:
-                    delivered = False
-                    reason = describe_error(exc, self.url)
-                if stop.is_set():
-                    return
-                now = time.monotonic()
-                if delivered or failing_since is None:
-                    failing_since = now
-                    if delivered:
-                        self.backoff.reset()
-                lost = now - failing_since >= feed.config.lost_after_s
-                delay = self.backoff.next_delay()
-                feed.note_failure(f"{reason}; retrying in {delay:.1f} s", lost=lost)
-                log.warning("camera %s (%s): %s; reconnecting in %.1f s", feed.camera_id, safe_url, reason, delay)
-                stop.wait(delay)
-        finally:
-            feed.mark_stopped("ingest stopped")
+        while not stop.is_set():
+            self._delivered = False
+            try:
+                self._session(feed, stop)
+                reason = "stream ended"
+            except (av.error.FFmpegError, OSError, SourceError) as exc:
+                reason = describe_error(exc, self.url)
+            if stop.is_set():
+                break
+            now = time.monotonic()
+            # A session that delivered anything (even one that then timed out) starts a new
+            # outage: stalled first, lost only after lost_after_s, and the backoff starts over.
+            if self._delivered or failing_since is None:
+                failing_since = now
+            if self._delivered:
+                self.backoff.reset()
+            lost = now - failing_since >= feed.config.lost_after_s
+            delay = self.backoff.next_delay()
+            feed.note_failure(f"{reason}; retrying in {delay:.1f} s", lost=lost)
+            log.warning("camera %s (%s): %s; reconnecting in %.1f s", feed.camera_id, safe_url, reason, delay)
+            stop.wait(delay)
+        feed.mark_stopped("ingest stopped")
 
-    def _session(self, feed: CameraFeed, stop: threading.Event) -> bool:
-        """One connection: decode until the stream ends or stalls. True if any frame arrived."""
-        delivered = False
+    def _session(self, feed: CameraFeed, stop: threading.Event) -> None:
+        """One connection: decode until the stream ends, stalls or fails (``_delivered`` says
+        whether any frame arrived, also when it then raised)."""
         clock = StreamClock()
         options: dict[str, str] = {"rtsp_transport": self.transport}
         with av.open(self.url, options=options, timeout=(self.open_timeout_s, self.stall_timeout_s)) as container:
@@ -135,5 +136,4 @@ class RtspSource:
                     continue  # a damaged packet (UDP loss, keyframe not yet seen): skip it
                 for frame in frames:
                     feed.offer(frame, clock.capture_ts(frame.time, datetime.now(UTC)))
-                    delivered = True
-        return delivered
+                    self._delivered = True

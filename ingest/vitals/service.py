@@ -42,6 +42,7 @@ from icu.contracts import MAX_DEAD_LETTER_VALUE_BYTES, DeadLetter, DeadLetterHea
 from icu.kafka import close_producer, create_producer
 from infra.errors import InfraError
 from infra.topics import require_topics
+from ingest.auth import bearer_token
 from ingest.vitals.gate import JsonItem, RejectKind, VitalsGate, VitalsRejected, judge_json_body
 from ingest.vitals.hl7map import Hl7Decision, decide
 from ingest.vitals.settings import VitalsIngestSettings
@@ -414,10 +415,10 @@ class VitalsIngest:
     def _authorised(self, request: web.Request) -> bool:
         if self._token is None:
             return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
+        given = bearer_token(request.headers.get("Authorization"))
+        if given is None:
             return False
-        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._token)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **asdict(self.stats)})

@@ -61,8 +61,9 @@ def whip(kafka_settings: TopicsAdminSettings) -> Iterator[Whip]:
     try:
         yield Whip(settings, runner, service)
     finally:
-        runner.close()
+        runner.stop.set()  # the WHIP loop ends its sessions first, then the publisher drains
         thread.join(timeout=10)
+        runner.close()
         close_producer(producer, 10)
 
 
@@ -200,8 +201,8 @@ def test_bad_requests_get_clear_errors_and_tokens_stay_out_of_logs(
         assert secret not in logged
 
 
-def test_a_new_publisher_replaces_the_current_one(whip: Whip) -> None:
-    async def scenario() -> tuple[str, str, int | None]:
+def test_a_new_publisher_replaces_the_current_one_and_the_bed_stays_watched(whip: Whip) -> None:
+    async def scenario() -> tuple[str, str, int | None, str]:
         first = await publish_whip(whip.endpoint("icu1-01"), TOKEN_A, camera(1))
         await asyncio.sleep(1.0)
         second = await publish_whip(whip.endpoint("icu1-01"), TOKEN_A, camera(3))
@@ -210,29 +211,56 @@ def test_a_new_publisher_replaces_the_current_one(whip: Whip) -> None:
         await asyncio.sleep(0.5)
         assert len(whip.service.server.sessions) == 1
         current = next(iter(whip.service.server.sessions.values()))
-        await second.close()
-        return first.location, current.session_id, stale_delete
+        # The rebooted camera's new session is live; then it vanishes without a goodbye.
+        await asyncio.to_thread(
+            wait_for_status, whip.settings, "icu1-01",
+            lambda s: s.state is CameraState.LIVE and s.reconnects >= 1 and s.ts.timestamp() > replaced_at, 5,
+        )  # fmt: skip
+        await second.close(delete=False)
+        return first.location, current.session_id, stale_delete, second.location
 
-    first_location, current_id, stale_delete = asyncio.run(scenario())
+    replaced_at = time.time() + 1.0
+    first_location, current_id, stale_delete, _ = asyncio.run(scenario())
     assert current_id not in first_location
     assert stale_delete == 404  # the replaced session is gone; deleting it changes nothing
-    status = wait_for_state(whip.settings, "icu1-01", CameraState.STOPPED, 5)
+    # A replacement never leaves the bed "stopped": the vanished second camera is reported lost.
+    status = wait_for_status(
+        whip.settings, "icu1-01", lambda s: s.state is CameraState.LOST and s.ts.timestamp() > replaced_at + 2.5, 10
+    )
     assert status.reconnects >= 1
 
 
-def test_a_camera_that_vanishes_is_reported_lost_in_bounded_time(whip: Whip) -> None:
-    async def scenario() -> float:
+def test_a_camera_that_vanishes_is_reported_lost_and_its_connection_closed(whip: Whip) -> None:
+    async def scenario() -> tuple[float, Any]:
         session = await publish_whip(whip.endpoint("icu1-02"), TOKEN_B, camera(2))
         await asyncio.sleep(1.5)
+        server_pc = next(iter(whip.service.server.sessions.values())).pc
         await session.close(delete=False)  # gone without a goodbye
-        return time.monotonic()
+        return time.monotonic(), server_pc
 
-    vanished = asyncio.run(scenario())
+    vanished, server_pc = asyncio.run(scenario())
     wait_for_state(whip.settings, "icu1-02", CameraState.LIVE, 5)
     status = wait_for_state(whip.settings, "icu1-02", CameraState.LOST, 10)
     bound = whip.settings.ingest_lost_after_s + whip.settings.ingest_status_interval_s + 2.0
     assert time.monotonic() - vanished <= bound + 3  # + the status reader's own polling
     assert status.detail
+    deadline = time.monotonic() + 5
+    while server_pc.connectionState != "closed":  # sockets, ICE and DTLS released, not leaked
+        assert time.monotonic() < deadline, f"server peer connection still {server_pc.connectionState}"
+        time.sleep(0.1)
+    assert whip.service.server.sessions == {}
+
+
+def test_a_bed_with_a_configured_camera_refuses_whip(whip: Whip) -> None:
+    whip.runner.new_feed(bed_id="icu1-02", camera_id=None, source="file")  # e.g. from a cameras file
+
+    async def scenario() -> None:
+        await publish_whip(whip.endpoint("icu1-02"), TOKEN_B, camera(2))
+
+    with pytest.raises(WhipPublishError) as refused:
+        asyncio.run(scenario())
+    assert refused.value.status == 409
+    assert "already running" in str(refused.value)
 
 
 def test_refused_publish_raises_with_the_status() -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import av
 import av.error
+import numpy as np
 import pytest
 
-from ingest.camera import StreamClock
+from icu.contracts import CameraState
+from ingest.camera import CameraFeed, FeedConfig, StreamClock
+from ingest.config import CameraConfigError, load_cameras_file
 from ingest.sources import SourceError, redact_text, redact_url
 from ingest.sources.rtsp import Backoff, RtspSource, describe_error
 
@@ -249,3 +255,64 @@ def test_stream_clock_never_stamps_a_frame_after_its_arrival() -> None:
     # Once live, frames keep the stream's 1/15 s spacing (to the microsecond).
     gaps = [(b - a).total_seconds() for a, b in zip(stamped[-20:], stamped[-19:], strict=False)]
     assert all(abs(gap - 1 / fps) < 2e-6 for gap in gaps)
+
+
+# --- reconnect policy (scripted sessions; the real server is in tests/integration) ------------
+
+
+class ScriptedRtsp(RtspSource):
+    """An RtspSource whose sessions follow a script: 'refused', 'frames+timeout', 'no-video'."""
+
+    def __init__(self, script: list[str], feed: CameraFeed, stop: threading.Event) -> None:
+        super().__init__("rtsp://u:hunter2@cam/s", backoff_initial_s=0.001, backoff_max_s=0.002)
+        self.script, self.feed, self.stop_after = script, feed, stop
+        self.states: list[tuple[str, CameraState, int]] = []
+
+    def _session(self, feed: CameraFeed, stop: threading.Event) -> None:
+        if self.states or self.script:  # record the state the previous failure left
+            status = feed.status(datetime.now(UTC))
+            self.states.append((status.detail, status.state, self.backoff.failures))
+        if not self.script:
+            stop.set()
+            return
+        step = self.script.pop(0)
+        if step == "refused":
+            raise av.error.ConnectionRefusedError(111, "Connection refused", self.url)
+        if step == "no-video":
+            raise SourceError("the RTSP stream has no video track")
+        frame = av.VideoFrame.from_ndarray(np.zeros((240, 320, 3), np.uint8), format="bgr24")
+        feed.offer(frame, datetime.now(UTC))
+        self._delivered = True
+        raise av.error.ExitError(-1414092869, "Immediate exit requested", self.url)
+
+
+def test_an_outage_after_video_starts_over_as_stalled_with_a_fresh_backoff() -> None:
+    clock = itertools.count()
+    feed = CameraFeed(
+        bed_id="icu1-01", camera_id="cam", source="rtsp", config=FeedConfig(stall_after_s=5, lost_after_s=15),
+        clock=lambda: float(next(clock)),  # each status/offer advances one second
+    )  # fmt: skip
+    stop = threading.Event()
+    source = ScriptedRtsp(["refused"] * 20 + ["frames+timeout", "no-video"], feed, stop)
+    source.run(feed, stop)
+    # states[i]: the camera's state after i failed sessions
+    after_refusals = source.states[20]
+    assert after_refusals[1] is CameraState.LOST  # 20 refusals, one "second" each: past lost_after_s
+    after_video = source.states[21]
+    assert after_video[1] is CameraState.STALLED  # not lost at once: a new outage started
+    assert after_video[2] == 1  # backoff reset by the frames, then one failure
+    after_no_video = source.states[22]
+    assert "no video track" in after_no_video[0]  # retried like any failure, not a dead thread
+    assert feed.reconnects == 22
+    final = feed.status(datetime.now(UTC))
+    assert final.state is CameraState.STOPPED
+    assert "hunter2" not in " ".join(detail for detail, _, _ in source.states)
+
+
+def test_a_yaml_error_in_the_cameras_file_never_quotes_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.yaml"
+    path.write_text("cameras:\n  - bed: icu1-01\n    rtsp: rtsp://u:hunter2@h/x: {\n")
+    with pytest.raises(CameraConfigError) as error:
+        load_cameras_file(path)
+    assert "line 3" in str(error.value)
+    assert "hunter2" not in str(error.value)
