@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +50,6 @@ class FramePublisher:
         status_interval_s: float = 5.0,
         max_in_flight: int = 4,
         drain_timeout_s: float = 10.0,
-        on_status: Callable[[CameraStatus], None] | None = None,
     ) -> None:
         self.producer = producer
         self.frames_topic = frames_topic
@@ -59,7 +57,6 @@ class FramePublisher:
         self.status_interval_s = status_interval_s
         self.max_in_flight = max_in_flight
         self.drain_timeout_s = drain_timeout_s
-        self.on_status = on_status
         self.stats = PublisherStats()
         self.wake = threading.Event()
         self._lock = threading.Lock()
@@ -193,6 +190,4 @@ class FramePublisher:
                 self.stats.statuses_sent += 1
             except KafkaError as exc:
                 log.warning("camera status for %s not sent: %s", status.camera_id, exc)
-            if self.on_status is not None:
-                self.on_status(status)
         return statuses

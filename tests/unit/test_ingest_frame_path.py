@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from icu.contracts import CameraState, CameraStatus, decode_frame
+from icu.contracts import CameraState, CameraStatus, decode, decode_frame
 from icu.settings import ConfigError, load_settings
 from ingest.camera import CameraFeed, FeedConfig, LatestFrameSlot, RateMeter, RateSampler, StreamClock
 from ingest.config import CameraConfigError, load_cameras_file
@@ -352,9 +352,11 @@ class UnreachableProducer:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.values: list[bytes] = []
 
-    def send(self, topic: str, **_kwargs: Any) -> Any:
+    def send(self, topic: str, *, value: bytes, **_kwargs: Any) -> Any:
         self.sent.append(topic)
+        self.values.append(value)
         future = type("PendingFuture", (), {"add_callback": _ignore, "add_errback": _ignore})
         return future()
 
@@ -368,13 +370,7 @@ def _ignore(*_args: Any) -> None:
 
 def test_publisher_drain_survives_a_flush_timeout() -> None:
     producer = UnreachableProducer()
-    statuses: list[CameraStatus] = []
-    publisher = FramePublisher(
-        producer,
-        frames_topic="p.frames",
-        status_topic="p.camera-status",
-        on_status=statuses.append,
-    )
+    publisher = FramePublisher(producer, frames_topic="p.frames", status_topic="p.camera-status")
     feed = make_feed(FakeClock())
     publisher.add(feed)
     feed.offer(two_colour_frame(), at(0))
@@ -382,8 +378,8 @@ def test_publisher_drain_survives_a_flush_timeout() -> None:
     stop = threading.Event()
     stop.set()
     publisher.run(stop)  # must return, not raise
-    assert [s.state for s in statuses] == [CameraState.STOPPED]
     assert producer.sent == ["p.frames", "p.camera-status"]
+    assert decode(CameraStatus, producer.values[1]).state is CameraState.STOPPED
 
 
 # --- StreamClock ----------------------------------------------------------------------------
