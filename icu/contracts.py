@@ -25,6 +25,7 @@ on the dead-letter topic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -426,6 +427,41 @@ class DeadLetter(Contract):
     headers: list[DeadLetterHeader] = Field(default_factory=list)
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     error_type: ShortText = Field(description="'contract' for malformed input, else the error's class.")
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        ts: datetime,
+        stage: str,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+        reason: str,
+        error_type: str,
+        value_size: int | None = None,
+    ) -> DeadLetter:
+        """A dead letter keeping ``value`` whole, or only its size and SHA-256 when it is too big
+        to fit under Kafka's 1 MiB limit once base64-encoded (so one huge record cannot wedge a
+        worker). ``value_size`` is for a value that was never read (an oversized request)."""
+        oversized = value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES
+        return cls(
+            ts=ts,
+            stage=stage,
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=None if oversized else value,
+            value_size=len(value) if value is not None else value_size,
+            value_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
+            headers=[DeadLetterHeader(name=name, value=data) for name, data in headers],
+            reason=reason[:2000],
+            error_type=error_type[:200],
+        )
 
 
 # --- frames ------------------------------------------------------------------------------

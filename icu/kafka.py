@@ -9,7 +9,6 @@ consumer-group session timeout (see ``KafkaSettings``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import signal
 import threading
@@ -26,11 +25,9 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from icu.contracts import (
-    MAX_DEAD_LETTER_VALUE_BYTES,
     Contract,
     ContractError,
     DeadLetter,
-    DeadLetterHeader,
     Frame,
     Topic,
     decode_record,
@@ -159,21 +156,17 @@ class DeadLetterPublisher:
     _pending: list[FutureRecordMetadata] = field(default_factory=list)
 
     def publish(self, record: ConsumedRecord, *, reason: str, error_type: str) -> None:
-        value = record.value
-        oversized = value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES
-        letter = DeadLetter(
+        letter = DeadLetter.of(
             ts=datetime.now(UTC),
             stage=self.stage,
             source_topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             key=record.key,
-            value=None if oversized else value,
-            value_size=None if value is None else len(value),
-            value_sha256=hashlib.sha256(value).hexdigest() if value is not None else None,
-            headers=[DeadLetterHeader(name=name, value=data) for name, data in (record.headers or ())],
-            reason=reason[:2000],
-            error_type=error_type[:200],
+            value=record.value,
+            headers=list(record.headers or ()),
+            reason=reason,
+            error_type=error_type,
         )
         log.warning(
             "dead-lettering %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, error_type, reason

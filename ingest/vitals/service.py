@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import hmac
 import logging
 import time
@@ -38,7 +37,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamR
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from icu.contracts import MAX_DEAD_LETTER_VALUE_BYTES, DeadLetter, DeadLetterHeader, Topic, encode
+from icu.contracts import DeadLetter, Topic, encode
 from icu.kafka import close_producer, create_producer
 from infra.errors import InfraError
 from infra.topics import require_topics
@@ -120,19 +119,17 @@ def dead_letter(
     value_size: int | None = None,
 ) -> DeadLetter:
     """The dead letter for a message refused at the edge (see the module docstring)."""
-    oversized = raw is not None and len(raw) > MAX_DEAD_LETTER_VALUE_BYTES
-    return DeadLetter(
+    return DeadLetter.of(
         ts=now,
         stage=STAGE,
         source_topic=listener,
         partition=0,
         offset=sequence,
         key=rejection.bed_id.encode() if rejection.bed_id else None,
-        value=None if oversized else raw,
-        value_size=len(raw) if raw is not None else value_size,
-        value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
-        headers=[DeadLetterHeader(name=name, value=value.encode()) for name, value in headers],
-        reason=rejection.reason[:2000],
+        value=raw,
+        value_size=value_size,
+        headers=[(name, value.encode()) for name, value in headers],
+        reason=rejection.reason,
         error_type=rejection.kind.error_type,
     )
 
