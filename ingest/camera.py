@@ -72,10 +72,14 @@ class RateSampler:
 
 
 class LatestFrameSlot:
-    """One-frame mailbox between a camera and the publisher: put never blocks, the newest wins."""
+    """One-frame mailbox between a camera and the publisher: put never blocks, the newest wins.
+
+    :meth:`put_when_free` is the exception, for sources that are not live (a file played as fast
+    as possible): it waits for the publisher instead of replacing, so such a file loses nothing.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._frame: Frame | None = None
         self._put_at = 0.0
         self.dropped = 0
@@ -90,10 +94,18 @@ class LatestFrameSlot:
         if self.notify is not None:
             self.notify.set()
 
+    def put_when_free(self, frame: Frame, now: float, stop: threading.Event) -> None:
+        """Wait until the slot is empty (or ``stop`` is set), then put ``frame``."""
+        with self._lock:
+            while self._frame is not None and not stop.is_set():
+                self._lock.wait(timeout=0.1)
+        self.put(frame, now)
+
     def take(self) -> tuple[Frame, float] | None:
         """The waiting frame and when it was put, or None; the slot is empty afterwards."""
         with self._lock:
             frame, self._frame = self._frame, None
+            self._lock.notify_all()
             return None if frame is None else (frame, self._put_at)
 
     def count_dropped(self, frames: int = 1) -> None:
@@ -152,12 +164,16 @@ class CameraFeed:
 
     # --- called by sources ----------------------------------------------------------------
 
-    def offer(self, frame: av.VideoFrame, capture_ts: datetime) -> bool:
-        """Take one decoded frame; returns True when it was kept (sampled) for publishing."""
+    def offer(self, frame: av.VideoFrame, capture_ts: datetime, *, wait_for: threading.Event | None = None) -> bool:
+        """Take one decoded frame; returns True when it was kept (sampled) for publishing.
+
+        Live sources never wait (latest-frame-wins). With ``wait_for`` (a stop event) a kept
+        frame waits for the slot to be free instead: for files played unpaced, which are not live.
+        """
         seq = self.accept(capture_ts)
         if seq is None:
             return False
-        self.encode_into_slot(frame, capture_ts, seq)
+        self.encode_into_slot(frame, capture_ts, seq, wait_for=wait_for)
         return True
 
     def accept(self, capture_ts: datetime) -> int | None:
@@ -180,7 +196,9 @@ class CameraFeed:
             self._seq += 1
             return seq
 
-    def encode_into_slot(self, frame: av.VideoFrame, capture_ts: datetime, seq: int) -> None:
+    def encode_into_slot(
+        self, frame: av.VideoFrame, capture_ts: datetime, seq: int, *, wait_for: threading.Event | None = None
+    ) -> None:
         """Convert, resize and JPEG-encode a kept frame into the latest-frame slot."""
         cfg = self.config
         # Convert at the native size, then resize with OpenCV: PyAV's to_ndarray(width=, height=)
@@ -188,7 +206,11 @@ class CameraFeed:
         image: np.ndarray = frame.to_ndarray(format="bgr24")
         if image.shape[1] != cfg.width or image.shape[0] != cfg.height:
             image = cv2.resize(image, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
-        self.slot.put(self.encode(image, capture_ts, seq), self._clock())
+        encoded = self.encode(image, capture_ts, seq)
+        if wait_for is None:
+            self.slot.put(encoded, self._clock())
+        else:
+            self.slot.put_when_free(encoded, self._clock(), wait_for)
 
     def encode(self, image: np.ndarray, capture_ts: datetime, seq: int) -> Frame:
         ok, jpeg = cv2.imencode(".jpg", image, self._encode_params)

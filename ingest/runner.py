@@ -137,3 +137,8 @@ class IngestRunner:
             camera.thread.join(timeout=15)
         self._publisher_stop.set()
         self._publisher_thread.join(timeout=2 * self.publisher.drain_timeout_s + 10)
+        for feed in self.publisher.feeds():
+            log.info(
+                "camera %s (bed %s): %d frames decoded, %d published, %d dropped, %d reconnects",
+                feed.camera_id, feed.bed_id, feed.frames_in, feed.frames_out, feed.slot.dropped, feed.reconnects,
+            )  # fmt: skip

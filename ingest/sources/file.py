@@ -1,10 +1,12 @@
 """Video files as cameras: any FFmpeg-readable file, or a directory in the clip dataset format.
 
-Frames are paced by their presentation timestamps at ``speed`` times real time (``None`` = as fast
-as decoding allows), optionally looping. Capture times follow the file's own clock from the moment
-playback started, so at ``speed`` 1 they are wall-clock times and at higher speeds they run ahead,
-like the simulator's accelerated time. Damaged packets are skipped and counted; a file that cannot
-be opened at all is a :class:`SourceError` naming the file and FFmpeg's reason.
+Frames are paced by their presentation timestamps at ``speed`` times real time, optionally looping;
+paced playback behaves like a live camera (latest-frame-wins). Unpaced (``speed=None``) playback
+goes as fast as decoding and Kafka allow and waits for the publisher rather than drop frames.
+Capture times follow the file's own clock from the moment playback started, so at ``speed`` 1 they
+are wall-clock times and at higher speeds they run ahead, like the simulator's accelerated time.
+Damaged packets are skipped, counted and logged; a file that cannot be opened at all is a
+:class:`SourceError` naming the file and FFmpeg's reason.
 """
 
 from __future__ import annotations
@@ -140,5 +142,8 @@ class FileSource:
                         delay = due - time.monotonic()
                         if delay > 0 and stop.wait(delay):
                             return
-                    feed.offer(frame, started_wall + timedelta(seconds=position))
+                    # Unpaced, the file is not live video: wait for the publisher, lose nothing.
+                    feed.offer(
+                        frame, started_wall + timedelta(seconds=position), wait_for=stop if self.speed is None else None
+                    )
                     yield position

@@ -122,9 +122,7 @@ def expected_kept() -> tuple[int, int]:
     return nominal - CLIPS, nominal + CLIPS
 
 
-def test_max_speed_publishes_exactly_the_sampled_frames_minus_drops(
-    clip_dir: Path, kafka_settings: TopicsAdminSettings
-) -> None:
+def test_max_speed_publishes_every_sampled_frame(clip_dir: Path, kafka_settings: TopicsAdminSettings) -> None:
     prefix = kafka_settings.topic_prefix
     settings = ingest_settings(kafka_settings, prefix)
     source = FileSource(clip_dir, speed=None)
@@ -138,8 +136,9 @@ def test_max_speed_publishes_exactly_the_sampled_frames_minus_drops(
     frames = frames_of(settings, prefix, at_most=kept)
     assert {f.header.bed_id for f in frames} == {"icu1-01"}
     assert {f.header.camera_id for f in frames} == {"icu1-01-cam"}
-    # Latest-frame-wins: every kept frame is either on the topic or counted as dropped.
-    assert len(frames) + feed.slot.dropped == kept
+    # Unpaced, a file is not live video: it waits for the publisher and loses nothing.
+    assert feed.slot.dropped == 0
+    assert [f.header.seq for f in frames] == list(range(kept))
     assert len(frames) == runner.publisher.stats.frames_acked
     assert frames, "nothing reached the topic"
     assert frames[-1].header.seq == kept - 1  # the last frame is never lost at the end of a file
@@ -186,7 +185,8 @@ def test_a_dead_broker_never_backs_up_into_the_decoder(
         producer = create_frame_producer(settings)
         runner = IngestRunner(settings, producer).start()
         try:
-            feed = runner.add_camera(bed_id="icu1-09", source=FileSource(clip_dir, speed=None, loop=True))
+            # Paced playback behaves like a live camera: latest-frame-wins (80 frames/s here).
+            feed = runner.add_camera(bed_id="icu1-09", source=FileSource(clip_dir, speed=8, loop=True))
             camera = runner.cameras[feed.camera_id]
             publisher = runner.publisher
             deadline = time.monotonic() + 10
@@ -204,7 +204,7 @@ def test_a_dead_broker_never_backs_up_into_the_decoder(
             assert max(in_flight_seen) <= settings.ingest_max_in_flight
             assert min(in_flight_seen) >= 0
             assert feed.slot.dropped > dropped_at_stop + 100  # the slot kept replacing unsent frames
-            assert feed.frames_in > decoded_at_stop + 1000  # decoding never waited for Kafka
+            assert feed.frames_in > decoded_at_stop + 250  # decoding never waited for Kafka (~400 in 5 s)
             # Frames sent just before the outage were never acknowledged: counted once the
             # delivery timeout (2 s) ran out, which also freed their in-flight places.
             assert publisher.stats.frames_failed >= 1

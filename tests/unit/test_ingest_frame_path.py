@@ -144,6 +144,29 @@ def test_slot_put_never_blocks_and_the_newest_wins() -> None:
     assert slot.take() is None  # take empties the slot
 
 
+def test_slot_put_when_free_waits_for_the_taker_and_gives_up_on_stop() -> None:
+    slot = LatestFrameSlot()
+    stop = threading.Event()
+    slot.put(samples.frame(seq=1), now=1.0)
+    waiter = threading.Thread(target=slot.put_when_free, args=(samples.frame(seq=2), 2.0, stop), daemon=True)
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert waiter.is_alive()  # the slot is occupied: it waits instead of replacing
+    taken = slot.take()
+    assert taken is not None
+    assert taken[0].header.seq == 1
+    waiter.join(timeout=5)
+    assert not waiter.is_alive()
+    taken = slot.take()
+    assert taken is not None
+    assert taken[0].header.seq == 2
+    assert slot.dropped == 0
+    slot.put(samples.frame(seq=3), now=3.0)
+    stop.set()  # stopping: the waiter stops waiting (and replaces, counted) so shutdown never hangs
+    slot.put_when_free(samples.frame(seq=4), 4.0, stop)
+    assert slot.dropped == 1
+
+
 def test_slot_counts_one_drop_per_replaced_frame() -> None:
     slot = LatestFrameSlot()
     slot.put(samples.frame(seq=1), now=1.0)
