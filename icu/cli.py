@@ -335,6 +335,21 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from inference.evaluate import EvalError, evaluate
+
+    try:
+        result = evaluate(args.data, model=args.model)
+    except EvalError as exc:
+        raise ConfigError(str(exc)) from None
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from ingest.bench import bench_ingest
 
@@ -470,6 +485,21 @@ def build_parser() -> argparse.ArgumentParser:
     from ingest.cli import add_ingest_command
 
     add_ingest_command(commands)
+
+    evaluation = commands.add_parser(
+        "eval",
+        help="score a model on a labelled clip directory (clip dataset format) and print JSON",
+        description="Runs a model over every clip of DIR (<id>.json labels + <id>.mp4, the clip dataset format; "
+        "outside clip sets in the same format work too) and prints one JSON object: per finding (grimace, twitch, "
+        "apnea) frame precision/recall/F1, edit score and segmental F1@50; respiration rate MAE, share within "
+        "2 breaths/min and coverage; frames/s. A finding the clips do not label, or the model does not predict, "
+        "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
+        "motion-burst twitch; no grimace).",
+    )
+    evaluation.add_argument("--data", type=Path, required=True, help="clip directory")
+    evaluation.add_argument("--model", choices=["classical"], default="classical", help="model to score")
+    evaluation.add_argument("--out", type=Path, help="also write the JSON here")
+    evaluation.set_defaults(handler=_cmd_eval)
     _add_sim_parser(commands)
     return parser
 

@@ -1,0 +1,97 @@
+"""`icu eval`: run a model over a clip directory (the clip dataset format) and score it.
+
+Works on any directory in the format, not only the simulator's: ``<id>.json`` with ``fps`` and
+per-frame ``labels`` (missing keys = not annotated) next to ``<id>.mp4`` (any FFmpeg-readable
+video with the same stem). Clips are decoded with PyAV; every decoded frame must have a label.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from inference.classical import FeatureExtractor, analyse
+from inference.metrics import SplitScores
+from simulator.clips import ClipError, read_clip_labels
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+
+
+class EvalError(ValueError):
+    """A clip directory that cannot be evaluated; the message names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    clip_id: str
+    video: Path
+    fps: float
+    labels: dict[str, list[Any]]
+
+
+def find_clips(directory: Path) -> list[Clip]:
+    """Every labelled clip of ``directory``, in name order."""
+    if not directory.is_dir():
+        raise EvalError(f"{directory}: not a directory")
+    clips = []
+    for json_path in sorted(directory.glob("*.json")):
+        try:
+            document = read_clip_labels(json_path)
+        except ClipError as exc:
+            raise EvalError(str(exc)) from None
+        video = next((json_path.with_suffix(s) for s in VIDEO_SUFFIXES if json_path.with_suffix(s).exists()), None)
+        if video is None:
+            raise EvalError(f"{json_path}: no video next to it ({', '.join(VIDEO_SUFFIXES)})")
+        clips.append(Clip(json_path.stem, video, float(document["fps"]), document["labels"]))
+    if not clips:
+        raise EvalError(f"{directory}: no clips (expected <id>.json + <id>.mp4 pairs)")
+    return clips
+
+
+def decode(video: Path) -> Iterator[np.ndarray]:
+    try:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="bgr24")
+    except av.error.FFmpegError as exc:
+        raise EvalError(f"{video}: cannot decode ({exc.strerror or exc})") from None
+
+
+def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
+    extractor = FeatureExtractor()
+    features = [extractor.push(image) for image in decode(clip.video)]
+    analysis = analyse(features, clip.fps)
+    predictions = {
+        "grimace": None,  # the baseline has no face model
+        "twitch": analysis.twitch,
+        "apnea": analysis.apnea,
+        "resp_rate_bpm": analysis.resp_rate_bpm,
+    }
+    return predictions, len(features)
+
+
+def evaluate(directory: Path, *, model: str = "classical") -> dict[str, Any]:
+    """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints."""
+    if model != "classical":
+        raise EvalError(f"unknown model {model!r}")
+    clips = find_clips(directory)
+    scores = SplitScores()
+    frames = 0
+    began = time.perf_counter()
+    for clip in clips:
+        predictions, decoded = classical_predictions(clip)
+        label_lengths = {len(v) for v in clip.labels.values()}
+        if label_lengths and decoded not in label_lengths:
+            raise EvalError(f"{clip.video}: {decoded} frames decoded, labels have {sorted(label_lengths)}")
+        frames += decoded
+        scores.add_clip(fps=clip.fps, labels=clip.labels, predictions=predictions)
+    elapsed = time.perf_counter() - began
+    return {"model": model, **scores.summary(), "fps": round(frames / elapsed, 1) if elapsed > 0 else None}
