@@ -335,6 +335,21 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from inference.evaluate import EvalError
+    from inference.train import TrainError, train
+
+    configure_logging("INFO")
+    try:
+        state = train(data=args.data, config=args.config, out=args.out, resume=args.resume, device=args.device,
+                      epochs=args.epochs)  # fmt: skip
+    except (TrainError, EvalError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps({"epochs": state["epoch"], "best_epoch": state["best_epoch"], "best_score": state["best_score"],
+                      "weights": str(args.out / "model.pt")}))  # fmt: skip
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError, evaluate
 
@@ -485,6 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
     from ingest.cli import add_ingest_command
 
     add_ingest_command(commands)
+
+    training = commands.add_parser(
+        "train",
+        help="train the temporal model on a clip directory (seeded, resumable)",
+        description="Trains the temporal video model on DIR in the clip dataset format (the simulator's, or your "
+        "own annotated video in the same format): DIR/train + DIR/val when both exist, else a stable split by clip "
+        "id. Validates each epoch, stops early, and writes OUT/last.pt (resume with --resume), OUT/model.pt (best "
+        "weights) and OUT/model.json (config, validation metrics). Same data, config, seed and thread count give "
+        "the same weights. The model is trained on synthetic data and is not clinically validated.",
+    )
+    training.add_argument("--data", type=Path, required=True, help="clip directory")
+    training.add_argument(
+        "--config", default="temporal-small", help="variant name or YAML file (default temporal-small)"
+    )
+    training.add_argument("--out", type=Path, required=True, help="output folder")
+    training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    training.add_argument("--epochs", type=int, help="override the config's epoch count")
+    training.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    training.set_defaults(handler=_cmd_train)
 
     evaluation = commands.add_parser(
         "eval",

@@ -1,0 +1,144 @@
+"""The project's temporal video model: factorised space-time, two streams, frame-level outputs.
+
+Per frame, an **appearance stream** (the RGB frame) and a **motion stream** (the difference from
+the previous frame) are each encoded by a small strided 2D CNN into a grid of spatial tokens.
+Motion tokens attend to appearance tokens (**cross-attention fusion**: *where* something moves is
+read against *what* is there: a face, a limb, the chest under the blanket), and an attention pool
+with a learned query turns each frame's fused tokens into one vector; its attention weights are
+the saliency map used as evidence. **Time** is then modelled separately, (2+1)D-style, by a stack
+of causal dilated residual 1D convolutions (MS-TCN's temporal blocks, causal so that the output
+at a frame uses only that frame and the past: what a live worker sees). The receptive field is
+``2 ** layers`` frames (25.6 s at 10 fps with 8 layers), long enough for slow breathing.
+
+Heads, per frame: logits for grimace, twitch and apnea, and the respiration rate (breaths/min),
+regressed directly from the temporal features.
+
+Pure torch (no torchvision): builds on CPU and CUDA alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+FINDINGS = ("grimace", "twitch", "apnea")
+RR_SCALE = 30.0  # the rate head predicts breaths/min divided by this (targets near 0.3-1.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model variant (also stored inside every checkpoint)."""
+
+    name: str = "temporal-small"
+    height: int = 96
+    width: int = 128
+    channels: tuple[int, ...] = (16, 32, 48, 64)
+    dim: int = 64
+    heads: int = 4
+    temporal_layers: int = 8
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        values = dict(data)
+        if "channels" in values:
+            values["channels"] = tuple(values["channels"])
+        return cls(**values)
+
+
+def _encoder(in_channels: int, channels: tuple[int, ...], dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    previous = in_channels
+    for width in channels:
+        layers += [
+            nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.GELU(),
+        ]
+        previous = width
+    layers.append(nn.Conv2d(previous, dim, 1))
+    return nn.Sequential(*layers)
+
+
+class CausalResidual(nn.Module):
+    """A dilated causal 1D convolution with a residual connection (MS-TCN's block, causal)."""
+
+    def __init__(self, dim: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.pad = 2 * dilation
+        self.conv = nn.Conv1d(dim, dim, 3, dilation=dilation)
+        self.mix = nn.Conv1d(dim, dim, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, dim, time)
+        y = self.conv(F.pad(x, (self.pad, 0)))
+        return x + self.dropout(self.mix(F.gelu(y)))
+
+
+class TemporalNet(nn.Module):
+    """Frames (batch, time, 3, H, W) in [0, 1] -> per-frame outputs (see :meth:`forward`)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.appearance = _encoder(3, config.channels, config.dim)
+        self.motion = _encoder(3, config.channels, config.dim)
+        grid = (config.height >> len(config.channels)) * (config.width >> len(config.channels))
+        self.position = nn.Parameter(torch.zeros(1, grid, config.dim))
+        self.cross = nn.MultiheadAttention(config.dim, config.heads, dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(config.dim)
+        self.pool_query = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02)
+        self.pool = nn.MultiheadAttention(config.dim, config.heads, batch_first=True)
+        self.temporal_in = nn.Conv1d(2 * config.dim, config.dim, 1)
+        self.temporal = nn.Sequential(
+            *[CausalResidual(config.dim, 2**i, config.dropout) for i in range(config.temporal_layers)]
+        )
+        self.findings = nn.Conv1d(config.dim, len(FINDINGS), 1)
+        self.resp_rate = nn.Conv1d(config.dim, 1, 1)
+
+    @property
+    def receptive_field(self) -> int:
+        return 2**self.config.temporal_layers
+
+    def frame_features(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-frame fused vectors (batch, time, 2*dim) and saliency (batch, time, grid)."""
+        b, t, c, h, w = frames.shape
+        flat = frames.reshape(b * t, c, h, w)
+        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1).reshape(b * t, c, h, w)
+        appearance = self.appearance(flat).flatten(2).transpose(1, 2) + self.position  # (bt, grid, dim)
+        motion = self.motion(flat - previous).flatten(2).transpose(1, 2) + self.position
+        fused, _ = self.cross(motion, appearance, appearance, need_weights=False)
+        tokens = self.norm(motion + fused)
+        pooled, weights = self.pool(self.pool_query.expand(b * t, -1, -1), tokens, tokens, need_weights=True)
+        # Appearance pooled over space too: what the scene is, next to what moved in it.
+        vector = torch.cat([pooled[:, 0], appearance.mean(dim=1)], dim=-1)
+        return vector.reshape(b, t, -1), weights[:, 0].reshape(b, t, -1)
+
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        """``findings``: logits (batch, time, 3) for grimace, twitch, apnea; ``resp_rate``:
+        breaths/min (batch, time); ``saliency``: attention over the token grid (batch, time, grid)."""
+        vectors, saliency = self.frame_features(frames)
+        x = self.temporal(self.temporal_in(vectors.transpose(1, 2)))
+        return {
+            "findings": self.findings(x).transpose(1, 2),
+            "resp_rate": F.softplus(self.resp_rate(x)[:, 0]) * RR_SCALE,
+            "saliency": saliency,
+        }
+
+
+def build_model(*, config: ModelConfig | None = None, **overrides: Any) -> TemporalNet:
+    """Keyword-only builder: ``build_model(config=...)`` or ``build_model(dim=96, ...)``."""
+    base = config or ModelConfig()
+    if overrides:
+        base = ModelConfig.from_dict({**base.to_dict(), **overrides})
+    return TemporalNet(base)

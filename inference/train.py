@@ -1,0 +1,253 @@
+"""`icu train`: seeded training of the temporal model on a clip set, with validation each epoch,
+early stopping and checkpoint/resume.
+
+Outputs in ``--out``: ``last.pt`` (everything needed to resume: model, optimiser, schedule,
+epoch, random states), ``model.pt`` (the best weights by validation score) and ``model.json``
+(its config, validation metrics and how it was trained). Training is reproducible for the same
+data, config, seed and thread count (float sums depend on how work is split across threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from icu import __version__
+from inference.data import LoadedClip, load_clip, random_windows, split_clips
+from inference.metrics import SplitScores
+from inference.model import FINDINGS, ModelConfig, TemporalNet, build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(ValueError):
+    """A training request that cannot run; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 40
+    patience: int = 6
+    batch_size: int = 4
+    window_frames: int = 160
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    val_share: float = 0.1
+
+
+def load_variant(name_or_path: str) -> tuple[ModelConfig, TrainConfig]:
+    """A config by name (``temporal-small``) from the package, or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+    else:
+        resource = resources.files("inference") / "configs" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            known = sorted(p.name.removesuffix(".yaml") for p in (resources.files("inference") / "configs").iterdir())
+            raise TrainError(f"no config {name_or_path!r} (known: {', '.join(known)}; or give a .yaml path)")
+        text = resource.read_text()
+    raw = yaml.safe_load(text) or {}
+    try:
+        model = ModelConfig.from_dict(raw.get("model", {}))
+        train_fields = {f.name for f in fields(TrainConfig)}
+        unknown = set(raw.get("train", {})) - train_fields
+        if unknown:
+            raise TrainError(f"{name_or_path}: unknown train settings {sorted(unknown)}")
+        train = TrainConfig(**raw.get("train", {}))
+    except TypeError as exc:
+        raise TrainError(f"{name_or_path}: {exc}") from None
+    return model, train
+
+
+def learning_rate(step: int, total: int, peak: float) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine decay to 2% of the peak."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # third-party code may use the global state
+    torch.manual_seed(seed)
+
+
+def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE per labelled finding frame (positives weighted up: they are rare) + L1 on the rate
+    (breaths/min / 10) where the rate is known."""
+    logits, targets, mask = out["findings"], batch["findings"], batch["mask"]
+    weight = torch.where(targets > 0.5, 4.0, 1.0) * mask
+    bce = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum") / weight.sum().clamp(
+        min=1
+    )
+    known = ~torch.isnan(batch["resp_rate"])
+    rr = (
+        (out["resp_rate"][known] - batch["resp_rate"][known]).abs().mean() / 10.0
+        if known.any()
+        else logits.new_zeros(())
+    )
+    return bce + rr, {"bce": float(bce.detach()), "rr_l1": float(rr.detach()) * 10.0}
+
+
+@torch.no_grad()
+def predict_clip(model: TemporalNet, frames: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+    """Per-frame probabilities and rate for a whole clip (uint8 frames (time, H, W, 3))."""
+    model.eval()
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)[None].to(device)
+    out = model(tensor)
+    return {
+        "probabilities": torch.sigmoid(out["findings"][0]).cpu().numpy(),
+        "resp_rate": out["resp_rate"][0].cpu().numpy(),
+    }
+
+
+def validate(model: TemporalNet, clips: list[LoadedClip], device: torch.device) -> dict[str, Any]:
+    scores = SplitScores()
+    for clip in clips:
+        predicted = predict_clip(model, clip.frames, device)
+        labels: dict[str, Any] = {}
+        predictions: dict[str, Any] = {}
+        for k, name in enumerate(FINDINGS):
+            if clip.findings_mask[:, k].all():
+                labels[name] = clip.findings[:, k].astype(int)
+                predictions[name] = (predicted["probabilities"][:, k] >= 0.5).astype(int)
+        if not np.isnan(clip.resp_rate).all():
+            labels["resp_rate_bpm"] = [None if np.isnan(r) else float(r) for r in clip.resp_rate]
+            apnea = predicted["probabilities"][:, FINDINGS.index("apnea")] >= 0.5
+            predictions["resp_rate_bpm"] = [
+                None if stop else float(r) for r, stop in zip(predicted["resp_rate"], apnea, strict=True)
+            ]
+        scores.add_clip(fps=clip.fps, labels=labels, predictions=predictions)
+    return scores.summary()
+
+
+def score_of(metrics: dict[str, Any]) -> float:
+    """One number to early-stop on: mean F1 of the labelled findings, less RR MAE / 10."""
+    f1s = [metrics[name]["f1"] for name in FINDINGS if metrics.get(name)]
+    rr = metrics.get("resp_rate") or {}
+    mae = rr.get("mae_bpm")
+    return (float(np.mean(f1s)) if f1s else 0.0) - (mae / 10.0 if mae is not None else 0.0)
+
+
+def train(
+    *,
+    data: Path,
+    config: str,
+    out: Path,
+    resume: bool = False,
+    device: str | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    model_config, train_config = load_variant(config)
+    if epochs is not None:
+        train_config = TrainConfig(**{**asdict(train_config), "epochs": epochs})
+    seed_everything(train_config.seed)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    train_clips, val_clips = split_clips(data, train_config.val_share)
+    loaded_train = [load_clip(c, model_config) for c in tqdm(train_clips, desc="loading train", disable=not progress)]
+    loaded_val = [load_clip(c, model_config) for c in tqdm(val_clips, desc="loading val", disable=not progress)]
+    model = build_model(config=model_config).to(target)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+    )
+    total_frames = sum(c.frames.shape[0] for c in loaded_train)
+    steps = max(1, math.ceil(total_frames / (train_config.batch_size * train_config.window_frames)))
+    rng = np.random.default_rng(train_config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "history": []}
+    checkpoint = out / "last.pt"
+    if resume:
+        if not checkpoint.exists():
+            raise TrainError(f"--resume: no checkpoint at {checkpoint}")
+        saved = torch.load(checkpoint, map_location=target, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        log.info("resuming after epoch %d (best %.4f at epoch %d)", state["epoch"], state["best_score"],
+                 state["best_epoch"])  # fmt: skip
+    while state["epoch"] < train_config.epochs:
+        epoch = state["epoch"] + 1
+        model.train()
+        began = time.perf_counter()
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{train_config.epochs}", disable=not progress)
+        losses = []
+        for _ in bar:
+            batch = random_windows(
+                loaded_train, count=train_config.batch_size, frames=train_config.window_frames, rng=rng
+            )
+            batch = {k: v.to(target) for k, v in batch.items()}
+            loss, parts = compute_loss(model(batch["frames"]), batch)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            # Stateless schedule (warm-up, then cosine), so a resumed run may also change --epochs.
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(state["step"], steps * train_config.epochs, train_config.learning_rate)
+            optimiser.step()
+            state["step"] += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", rr=f"{parts['rr_l1']:.2f}")
+        metrics = validate(model, loaded_val, target)
+        score = score_of(metrics)
+        state["epoch"] = epoch
+        state["history"].append(
+            {"epoch": epoch, "loss": float(np.mean(losses)), "score": score, "seconds": time.perf_counter() - began,
+             "val": metrics}
+        )  # fmt: skip
+        improved = score > state["best_score"]
+        if improved:
+            state["best_score"], state["best_epoch"] = score, epoch
+            save_weights(model, out, metrics=metrics, config_name=config, train_config=train_config, data=data)
+        log.info("epoch %d: loss %.4f, validation score %.4f%s", epoch, np.mean(losses), score,
+                 " (best)" if improved else "")  # fmt: skip
+        torch.save(
+            {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "state": state,
+             "model_config": model_config.to_dict()},
+            checkpoint,
+        )  # fmt: skip
+        if epoch - state["best_epoch"] >= train_config.patience:
+            log.info("early stop: no better validation score for %d epochs", train_config.patience)
+            break
+    return state
+
+
+def save_weights(
+    model: TemporalNet, out: Path, *, metrics: dict[str, Any], config_name: str, train_config: TrainConfig, data: Path
+) -> None:
+    torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
+    (out / "model.json").write_text(
+        json.dumps(
+            {"model": model.config.name, "config": config_name, "model_config": model.config.to_dict(),
+             "train_config": asdict(train_config), "validation": metrics, "data": str(data),
+             "icu_watch": __version__, "synthetic_training_data": True, "clinically_validated": False},
+            indent=2, sort_keys=True,
+        ) + "\n"
+    )  # fmt: skip
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> TemporalNet:
+    """A model from ``model.pt`` (config included), in eval mode."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(config=ModelConfig.from_dict(saved["model_config"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()

@@ -1,0 +1,97 @@
+"""Training: seeded and reproducible, checkpoints that resume, weights that load, clear errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from icu.cli import main
+from inference.model import FINDINGS, build_model
+from inference.train import TrainError, learning_rate, load_variant, load_weights, train
+from simulator.clips import plan_clip_set, write_clip
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clips")
+    for spec in plan_clip_set(n=3, seed=4, split="train", duration_s=6, fps=10, width=160, height=120):
+        write_clip(spec, out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Float sums depend on how work is split across threads: one thread, one result.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_model_gives_frame_level_outputs_and_saliency() -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3)
+    out = model(torch.rand(2, 12, 3, 48, 64))
+    assert out["findings"].shape == (2, 12, len(FINDINGS))
+    assert out["resp_rate"].shape == (2, 12)
+    assert bool((out["resp_rate"] >= 0).all())
+    assert out["saliency"].shape == (2, 12, (48 // 4) * (64 // 4))
+    assert torch.allclose(out["saliency"].sum(-1), torch.ones(2, 12), atol=1e-5)
+
+
+def test_the_model_is_causal() -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3).eval()
+    frames = torch.rand(1, 10, 3, 48, 64)
+    changed = frames.clone()
+    changed[0, 7:] = torch.rand(3, 3, 48, 64)  # only the future of frame 6 differs
+    with torch.no_grad():
+        a, b = model(frames)["findings"], model(changed)["findings"]
+    assert torch.allclose(a[0, :7], b[0, :7], atol=1e-6)
+    assert not torch.allclose(a[0, 7:], b[0, 7:])
+
+
+def test_training_is_reproducible_and_resumes(clips: Path, tmp_path: Path) -> None:
+    first = train(data=clips, config="temporal-tiny", out=tmp_path / "a", epochs=2, progress=False)
+    second = train(data=clips, config="temporal-tiny", out=tmp_path / "b", epochs=2, progress=False)
+    assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    resumed = train(data=clips, config="temporal-tiny", out=tmp_path / "a", resume=True, epochs=3, progress=False)
+    assert resumed["epoch"] == 3
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    model = load_weights(tmp_path / "a" / "model.pt")
+    assert model.config.name == "temporal-tiny"
+    card = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert card["synthetic_training_data"] is True
+    assert card["clinically_validated"] is False
+    assert set(card["validation"]) >= {"grimace", "twitch", "apnea", "resp_rate"}
+
+
+def test_configs_and_errors(clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_config, train_config = load_variant("temporal-small")
+    assert model_config.name == "temporal-small"
+    assert train_config.seed == 0
+    with pytest.raises(TrainError, match="no config"):
+        load_variant("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(TrainError, match="unknown train settings"):
+        load_variant(str(bad))
+    with pytest.raises(TrainError, match="no checkpoint"):
+        train(data=clips, config="temporal-tiny", out=tmp_path / "none", resume=True, progress=False)
+    assert main(["train", "--data", str(tmp_path / "missing"), "--config", "temporal-tiny", "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    rates = [learning_rate(step, 100, 1.0) for step in range(100)]
+    assert rates[0] < rates[4] == pytest.approx(1.0)
+    assert rates[-1] == pytest.approx(0.02, abs=0.01)
+    assert all(a >= b for a, b in itertools.pairwise(rates[5:]))
