@@ -112,9 +112,15 @@ class TemporalNet(nn.Module):
 
     def frame_features(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame fused vectors (batch, time, 2*dim) and saliency (batch, time, grid)."""
+        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+        return self.frame_pair_features(frames, previous)
+
+    def frame_pair_features(self, frames: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+        """Like :meth:`frame_features` with each frame's predecessor given explicitly (a worker
+        has it from the previous poll)."""
         b, t, c, h, w = frames.shape
         flat = frames.reshape(b * t, c, h, w)
-        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1).reshape(b * t, c, h, w)
+        previous = previous.reshape(b * t, c, h, w)
         appearance = self.appearance(flat).flatten(2).transpose(1, 2) + self.position  # (bt, grid, dim)
         motion = self.motion(flat - previous).flatten(2).transpose(1, 2) + self.position
         fused, _ = self.cross(motion, appearance, appearance, need_weights=False)
@@ -124,16 +130,21 @@ class TemporalNet(nn.Module):
         vector = torch.cat([pooled[:, 0], appearance.mean(dim=1)], dim=-1)
         return vector.reshape(b, t, -1), weights[:, 0].reshape(b, t, -1)
 
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        """``findings``: logits (batch, time, 3) for grimace, twitch, apnea; ``resp_rate``:
-        breaths/min (batch, time); ``saliency``: attention over the token grid (batch, time, grid)."""
-        vectors, saliency = self.frame_features(frames)
+    def heads(self, vectors: Tensor) -> dict[str, Tensor]:
+        """Temporal blocks and heads over per-frame vectors (batch, time, 2*dim). In eval mode a
+        frame's vector does not depend on other frames, so a live worker computes each frame's
+        vector once and runs only this part over its sliding window."""
         x = self.temporal(self.temporal_in(vectors.transpose(1, 2)))
         return {
             "findings": self.findings(x).transpose(1, 2),
             "resp_rate": F.softplus(self.resp_rate(x)[:, 0]) * RR_SCALE,
-            "saliency": saliency,
         }
+
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        """``findings``: logits (batch, time, 3) for grimace, twitch, apnea; ``resp_rate``:
+        breaths/min (batch, time); ``saliency``: attention over the token grid (batch, time, grid)."""
+        vectors, saliency = self.frame_features(frames)
+        return {**self.heads(vectors), "saliency": saliency}
 
 
 def build_model(*, config: ModelConfig | None = None, **overrides: Any) -> TemporalNet:

@@ -95,3 +95,16 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert rates[0] < rates[4] == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.02, abs=0.01)
     assert all(a >= b for a, b in itertools.pairwise(rates[5:]))
+
+
+def test_cached_frame_vectors_give_the_same_outputs_as_the_whole_model() -> None:
+    # What the live worker relies on: each frame's vector computed once, the heads over a window.
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3).eval()
+    frames = torch.rand(1, 9, 3, 48, 64)
+    with torch.no_grad():
+        whole = model(frames)
+        first, _ = model.frame_features(frames[:, :5])
+        rest, _ = model.frame_pair_features(frames[:, 5:], frames[:, 4:8])
+        cached = model.heads(torch.cat([first, rest], dim=1))
+    assert torch.allclose(whole["findings"], cached["findings"], atol=1e-5)
+    assert torch.allclose(whole["resp_rate"], cached["resp_rate"], atol=1e-4)
