@@ -274,6 +274,9 @@ class Detection(BedMessage):
     resp_rate: float | None = _measure(0, 120, "Estimated respiration rate, breaths/min.")
     resp_quality: Probability | None = None
     baseline: BaselineFindings | None = None
+    degraded: bool = Field(
+        default=False, description="Frames were missing in the window and filled in: treat with caution."
+    )
     inferred_at: UtcDatetime = Field(description="When the worker produced this (UTC).")
 
 

@@ -27,14 +27,14 @@ import numpy as np
 class BufferedFrame:
     capture_s: float  # capture time, POSIX seconds
     seq: int
-    image: np.ndarray  # the model's input: (H, W, 3) uint8
+    data: np.ndarray  # what the worker keeps per frame (its model vector and baseline features)
     filled: bool = False  # a repeat standing in for a missing frame
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
     bed_id: str
-    images: np.ndarray  # (frames, H, W, 3) uint8, oldest first
+    data: np.ndarray  # (frames, ...) the frames' data, oldest first
     last_capture_s: float
     last_seq: int
     degraded: bool  # some frames were filled in for missing ones
@@ -60,13 +60,13 @@ class BedBuffer:
         self.stats = BufferStats()
         self.last_arrival = 0.0
 
-    def add(self, capture_ts: datetime, seq: int, image: np.ndarray, *, arrival: float) -> None:
+    def add(self, capture_ts: datetime, seq: int, data: np.ndarray, *, arrival: float) -> None:
         capture = capture_ts.timestamp()
         self.last_arrival = arrival
         if self.frames:
             newest = self.frames[-1].capture_s
             if capture <= newest:
-                self._insert_late(BufferedFrame(capture, seq, image))
+                self._insert_late(BufferedFrame(capture, seq, data))
                 return
             gap = capture - newest
             if gap > self.max_fill_s + self.interval / 2:
@@ -76,9 +76,9 @@ class BedBuffer:
                 missing = round(gap / self.interval) - 1
                 last = self.frames[-1]
                 for k in range(1, missing + 1):
-                    self.frames.append(BufferedFrame(newest + k * self.interval, last.seq, last.image, filled=True))
+                    self.frames.append(BufferedFrame(newest + k * self.interval, last.seq, last.data, filled=True))
                 self.stats.filled += max(0, missing)
-        self.frames.append(BufferedFrame(capture, seq, image))
+        self.frames.append(BufferedFrame(capture, seq, data))
         self.stats.added += 1
 
     def _insert_late(self, frame: BufferedFrame) -> None:
@@ -113,7 +113,7 @@ class BedBuffer:
         recent = list(self.frames)[-length:]
         return Window(
             bed_id=bed_id,
-            images=np.stack([f.image for f in recent]),
+            data=np.stack([f.data for f in recent]),
             last_capture_s=recent[-1].capture_s,
             last_seq=recent[-1].seq,
             degraded=any(f.filled for f in recent),
@@ -131,11 +131,11 @@ class WardBuffers:
     beds: dict[str, BedBuffer] = field(default_factory=dict)
     evicted: int = 0
 
-    def add(self, bed_id: str, capture_ts: datetime, seq: int, image: np.ndarray, *, arrival: float) -> BedBuffer:
+    def add(self, bed_id: str, capture_ts: datetime, seq: int, data: np.ndarray, *, arrival: float) -> BedBuffer:
         buffer = self.beds.get(bed_id)
         if buffer is None:
             buffer = self.beds[bed_id] = BedBuffer(fps=self.fps, capacity=self.capacity, max_fill_s=self.max_fill_s)
-        buffer.add(capture_ts, seq, image, arrival=arrival)
+        buffer.add(capture_ts, seq, data, arrival=arrival)
         return buffer
 
     def evict_silent(self, now: float) -> list[str]:

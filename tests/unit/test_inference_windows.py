@@ -25,7 +25,7 @@ def test_in_order_frames_make_clean_windows_of_the_newest() -> None:
         buffer.add(at(k), k, image(k), arrival=k)
     window = buffer.window("b1", 5)
     assert window is not None
-    assert window.images[:, 0, 0, 0].tolist() == [7, 8, 9, 10, 11]
+    assert window.data[:, 0, 0, 0].tolist() == [7, 8, 9, 10, 11]
     assert window.last_seq == 11
     assert not window.degraded
     assert len(buffer.frames) == 8  # bounded by capacity
@@ -38,14 +38,14 @@ def test_a_short_gap_is_filled_and_the_window_marked_degraded() -> None:
         buffer.add(at(k), k, image(k), arrival=k)
     window = buffer.window("b1", 7)
     assert window is not None
-    assert window.images[:, 0, 0, 0].tolist() == [0, 1, 2, 2, 2, 5, 6]
+    assert window.data[:, 0, 0, 0].tolist() == [0, 1, 2, 2, 2, 5, 6]
     assert window.degraded
     assert buffer.stats.filled == 2
     # The real frame 3 arrives late: it replaces its stand-in.
     buffer.add(at(3), 3, image(3), arrival=7)
     window = buffer.window("b1", 7)
     assert window is not None
-    assert window.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 2, 5, 6]
+    assert window.data[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 2, 5, 6]
 
 
 def test_a_long_gap_starts_afresh() -> None:
