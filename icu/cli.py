@@ -335,6 +335,37 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from icu.contracts import Topic
+    from icu.kafka import GracefulStop, close_producer, create_producer
+    from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop
+    from infra.topics import require_topics
+
+    settings = load_settings(
+        InferSettings,
+        kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+        topic_prefix=args.topic_prefix,
+        infer_weights=args.weights,
+        infer_device=args.device,
+    )
+    configure_logging(settings.log_level)
+    engine = build_engine(settings)
+    require_topics(settings, [Topic.FRAMES, Topic.DETECTIONS, Topic.DEAD_LETTER])
+    stop = GracefulStop().install()
+    producer = create_producer(settings)
+    worker = InferenceWorker(settings, engine, producer)
+    loop = consume_loop(settings, worker, producer, stop)
+    log.info("inference worker in group %s: %s.frames -> %s.detections (Ctrl-C stops)", settings.infer_group,
+             settings.topic_prefix, settings.topic_prefix)  # fmt: skip
+    try:
+        stats = loop.run()
+    finally:
+        close_producer(producer, 10)
+    print(json.dumps({"frames": engine.stats.frames, "detections": engine.stats.detections,
+                      "dead_lettered": stats.dead_lettered, "batches": stats.batches}))  # fmt: skip
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError
     from inference.train import TrainError, train
@@ -500,6 +531,21 @@ def build_parser() -> argparse.ArgumentParser:
     from ingest.cli import add_ingest_command
 
     add_ingest_command(commands)
+
+    infer = commands.add_parser(
+        "infer",
+        help="run an inference worker: frames -> detections (scale out by starting more)",
+        description="Consumes <prefix>.frames in a Kafka consumer group (ICU_INFER_GROUP; more workers share the "
+        "beds), keeps each bed's last seconds, runs the temporal model over sliding windows batched across beds "
+        "(CUDA with autocast when present, else CPU threads) and publishes a detection per bed every "
+        "ICU_INFER_HOP_S seconds to <prefix>.detections: grimace/twitch/apnea probabilities, learned and classical "
+        "respiration rate, signal quality, degraded windows flagged. Undecodable or mis-sized frames go to "
+        "<prefix>.dead-letter. The model is trained on synthetic data and is not clinically validated.",
+    )
+    infer.add_argument("--weights", type=Path, help=_env("model.pt from icu train", "ICU_INFER_WEIGHTS"))
+    infer.add_argument("--device", help=_env("auto, cpu, cuda, cuda:N", "ICU_INFER_DEVICE", "auto"))
+    _add_kafka_flags(infer)
+    infer.set_defaults(handler=_cmd_infer)
 
     training = commands.add_parser(
         "train",

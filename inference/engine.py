@@ -68,6 +68,8 @@ class InferenceEngine:
         self.stats = EngineStats()
         self._vector_size = 2 * model.config.dim
         self._autocast = device.type == "cuda"
+        self._min_frames = int(MIN_WINDOW_S * config.fps)
+        self._pending: list[Window] = []
 
     def add(self, frames: list[tuple[Frame, np.ndarray]], *, arrival: float | None = None) -> None:
         """Encode and buffer decoded frames (``(frame, BGR image)``), in arrival order."""
@@ -90,8 +92,19 @@ class InferenceEngine:
             state = self.beds[frame.header.bed_id]
             features = state.extractor.push(image)
             data = np.concatenate([vector, features.cell_flow, [features.motion_energy]]).astype(np.float32)
-            self.buffers.add(frame.header.bed_id, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
+            buffer = self.buffers.add(
+                frame.header.bed_id, frame.header.capture_ts, frame.header.seq, data, arrival=arrival
+            )
             self.stats.frames += 1
+            # Cut windows as frames arrive, so a backlog (a replay, a worker catching up) still
+            # gets a detection per hop, not one for its newest frame only.
+            newest = buffer.frames[-1].capture_s if buffer.frames else -1e18
+            length = min(len(buffer.frames), self.config.window_frames)
+            if newest - state.last_detection_s >= self.config.hop_s and length >= self._min_frames:
+                window = buffer.window(frame.header.bed_id, length)
+                if window is not None:
+                    state.last_detection_s = window.last_capture_s
+                    self._pending.append(window)
 
     @torch.no_grad()
     def _encode(self, inputs: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -103,20 +116,9 @@ class InferenceEngine:
         return vectors[0].float().cpu().numpy()
 
     def due(self, *, now: datetime | None = None) -> list[Detection]:
-        """Detections for every bed whose last detection is ``hop_s`` (capture time) behind its
-        newest frame, heads batched across those beds."""
-        windows = []
-        min_frames = int(MIN_WINDOW_S * self.config.fps)
-        for bed_id, buffer in self.buffers.beds.items():
-            state = self.beds[bed_id]
-            if not buffer.frames or buffer.frames[-1].capture_s - state.last_detection_s < self.config.hop_s:
-                continue
-            length = min(len(buffer.frames), self.config.window_frames)
-            if length < min_frames:
-                continue
-            window = buffer.window(bed_id, length)
-            if window is not None:
-                windows.append(window)
+        """Detections for the windows cut since the last call (one per bed per ``hop_s`` of
+        capture time), the temporal heads batched across them."""
+        windows, self._pending = self._pending, []
         if not windows:
             return []
         length = self.config.window_frames
@@ -136,7 +138,6 @@ class InferenceEngine:
         detections = []
         for i, window in enumerate(windows):
             state = self.beds[window.bed_id]
-            state.last_detection_s = window.last_capture_s
             detections.append(self._detection(window, state, probabilities[i], float(rates[i]), inferred_at))
         self.stats.detections += len(detections)
         return detections

@@ -1,0 +1,143 @@
+"""`icu infer`: the inference worker, a Kafka consumer group on ``frames`` publishing ``detections``.
+
+Scale out by starting more workers with the same group: Kafka spreads the frame partitions (and
+so the beds) across them, and a bed that moves to another worker after a rebalance has its
+buffer rebuilt from the stream within a couple of seconds. Offsets are committed only after the
+detections a batch produced are acknowledged (at-least-once); a frame that cannot be used goes to
+the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from kafka import KafkaProducer
+from pydantic import Field
+
+from icu.contracts import Frame, Topic, encode
+from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
+from icu.settings import ConfigError, env_name
+from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
+from inference.train import load_weights
+from infra.settings import TopicsAdminSettings
+
+log = logging.getLogger(__name__)
+
+STAGE = "inference"
+
+
+class InferSettings(TopicsAdminSettings):
+    """`icu infer`: which weights, which device, how windows are cut."""
+
+    infer_weights: Path | None = Field(default=None, description="model.pt from `icu train`.")
+    infer_device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
+    infer_threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for torch.")
+    infer_window_frames: int = Field(default=128, ge=16, le=2048, description="Frames per window (12.8 s at 10 fps).")
+    infer_hop_s: float = Field(default=1.0, gt=0, le=60, description="Detections per bed every this many seconds.")
+    infer_fps: float = Field(default=10.0, gt=0, le=60, description="Frame rate the model expects.")
+    infer_silence_s: float = Field(default=30.0, gt=0, description="Forget a bed's buffer after this much silence.")
+    infer_group: str = Field(default="icu-infer", min_length=1, description="Kafka consumer group.")
+    infer_start: Literal["latest", "earliest"] = Field(
+        default="latest", description="Where a new group starts: latest (live) or earliest (replay a topic)."
+    )
+
+    def device(self) -> torch.device:
+        if self.infer_device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.infer_device)
+        except RuntimeError:
+            raise ConfigError(f"{env_name('infer_device')}: not a device: {self.infer_device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{env_name('infer_device')} is {self.infer_device} but no CUDA device is available")
+        return device
+
+    def weights(self) -> Path:
+        if self.infer_weights is None:
+            raise ConfigError(f"{env_name('infer_weights')} is not set: point it at a model.pt written by `icu train`")
+        if not self.infer_weights.is_file():
+            raise ConfigError(f"{env_name('infer_weights')}: no such file {self.infer_weights}")
+        return self.infer_weights
+
+
+class InferenceWorker:
+    """Glue between the consume loop and the engine: decode, buffer, infer, publish."""
+
+    def __init__(self, settings: InferSettings, engine: InferenceEngine, producer: KafkaProducer) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.producer = producer
+        self.detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
+        self.rejected = 0
+        self._next_eviction = time.monotonic() + settings.infer_silence_s
+
+    def handle(self, received: list[Received]) -> list[Rejected]:
+        usable = []
+        rejected = []
+        for item in received:
+            frame = item.message
+            if not isinstance(frame, Frame):  # the loop decodes frames by contract; anything else is a bug upstream
+                rejected.append(Rejected(item.record, "not a frame", "frame"))
+                continue
+            decoded = decode_jpeg(frame)
+            if isinstance(decoded, str):
+                rejected.append(Rejected(item.record, decoded, "frame"))
+                continue
+            usable.append((frame, decoded))
+        self.rejected += len(rejected)
+        self.engine.add(usable)
+        detections = self.engine.due()
+        for detection in detections:
+            self.producer.send(self.detections_topic, key=detection.key(), value=encode(detection))
+        if detections:
+            self.producer.flush(timeout=30)  # raises on failure: the batch is retried, not committed
+        now = time.monotonic()
+        if now >= self._next_eviction:
+            self._next_eviction = now + self.settings.infer_silence_s
+            for bed in self.engine.evict_silent(now):
+                log.info("bed %s silent for %.0f s: its buffer is dropped", bed, self.settings.infer_silence_s)
+        return rejected
+
+
+def build_engine(settings: InferSettings) -> InferenceEngine:
+    device = settings.device()
+    if settings.infer_threads is not None:
+        torch.set_num_threads(settings.infer_threads)
+    weights = settings.weights()
+    model = load_weights(weights, device)
+    version = f"{model.config.name}@{weights.stem}-{int(weights.stat().st_mtime)}"
+    config = EngineConfig(
+        fps=settings.infer_fps,
+        window_frames=settings.infer_window_frames,
+        hop_s=settings.infer_hop_s,
+        silence_s=settings.infer_silence_s,
+    )
+    log.info("model %s on %s (window %d frames, a detection per bed every %g s)", version, device,
+             config.window_frames, config.hop_s)  # fmt: skip
+    return InferenceEngine(model, config=config, device=device, model_version=version)
+
+
+def consume_loop(
+    settings: InferSettings, worker: InferenceWorker, producer: KafkaProducer, stop: GracefulStop
+) -> ConsumeLoop:
+    frames_topic = Topic.FRAMES.full_name(settings.topic_prefix)
+    consumer = create_consumer(
+        settings,
+        group_id=settings.infer_group,
+        topics=[frames_topic],
+        auto_offset_reset=settings.infer_start,
+        max_poll_records=256,
+    )
+    dead_letters = DeadLetterPublisher(producer, Topic.DEAD_LETTER.full_name(settings.topic_prefix), STAGE)
+    return ConsumeLoop(
+        consumer=consumer,
+        topics={frames_topic: Topic.FRAMES},
+        handler=worker.handle,
+        dead_letters=dead_letters,
+        stop=stop,
+        poll_timeout_ms=200,
+    )
