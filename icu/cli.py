@@ -385,7 +385,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError, evaluate
 
     try:
-        result = evaluate(args.data, model=args.model)
+        result = evaluate(args.data, model=args.model, weights=args.weights)
     except EvalError as exc:
         raise ConfigError(str(exc)) from None
     text = json.dumps(result, indent=2)
@@ -574,10 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
         "apnea) frame precision/recall/F1, edit score and segmental F1@50; respiration rate MAE, share within "
         "2 breaths/min and coverage; frames/s. A finding the clips do not label, or the model does not predict, "
         "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
-        "motion-burst twitch; no grimace).",
+        "motion-burst twitch; no grimace); temporal = the learned model from --weights.",
     )
     evaluation.add_argument("--data", type=Path, required=True, help="clip directory")
-    evaluation.add_argument("--model", choices=["classical"], default="classical", help="model to score")
+    evaluation.add_argument(
+        "--model", choices=["classical", "temporal"], default="classical", help="model to score (default classical)"
+    )
+    evaluation.add_argument("--weights", type=Path, help="model.pt from icu train (for --model temporal)")
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)
     _add_sim_parser(commands)

@@ -78,16 +78,44 @@ def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
     return predictions, len(features)
 
 
-def evaluate(directory: Path, *, model: str = "classical") -> dict[str, Any]:
+def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str, Any], int]:
+    from inference.data import to_model_input
+    from inference.model import FINDINGS
+    from inference.train import predict_clip
+
+    frames = np.stack([to_model_input(image, model.config) for image in decode(clip.video)])
+    out = predict_clip(model, frames, device)
+    binary = out["probabilities"] >= 0.5
+    apnea = binary[:, FINDINGS.index("apnea")]
+    predictions: dict[str, Any] = {name: binary[:, k].astype(int) for k, name in enumerate(FINDINGS)}
+    predictions["resp_rate_bpm"] = [None if stop else float(r) for r, stop in zip(out["resp_rate"], apnea, strict=True)]
+    return predictions, frames.shape[0]
+
+
+def evaluate(directory: Path, *, model: str = "classical", weights: Path | None = None) -> dict[str, Any]:
     """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints."""
-    if model != "classical":
+    if model not in ("classical", "temporal"):
         raise EvalError(f"unknown model {model!r}")
+    network = None
+    device = None
+    if model == "temporal":
+        import torch
+
+        from inference.train import load_weights
+
+        if weights is None or not weights.is_file():
+            raise EvalError(f"--weights: no model file {weights} (train one with `icu train`)")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        network = load_weights(weights, device)
     clips = find_clips(directory)
     scores = SplitScores()
     frames = 0
     began = time.perf_counter()
     for clip in clips:
-        predictions, decoded = classical_predictions(clip)
+        if network is not None:
+            predictions, decoded = temporal_predictions(clip, network, device)
+        else:
+            predictions, decoded = classical_predictions(clip)
         label_lengths = {len(v) for v in clip.labels.values()}
         if label_lengths and decoded not in label_lengths:
             raise EvalError(f"{clip.video}: {decoded} frames decoded, labels have {sorted(label_lengths)}")

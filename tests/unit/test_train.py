@@ -108,3 +108,18 @@ def test_cached_frame_vectors_give_the_same_outputs_as_the_whole_model() -> None
         cached = model.heads(torch.cat([first, rest], dim=1))
     assert torch.allclose(whole["findings"], cached["findings"], atol=1e-5)
     assert torch.allclose(whole["resp_rate"], cached["resp_rate"], atol=1e-4)
+
+
+def test_icu_eval_scores_trained_weights_like_validation_does(
+    clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = train(data=clips, config="temporal-tiny", out=tmp_path / "m", epochs=1, progress=False)
+    weights = tmp_path / "m" / "model.pt"
+    assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(weights)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "temporal"
+    assert (result["clips"], result["frames"]) == (3, 180)
+    assert result["grimace"] is not None  # the learned model predicts every finding
+    assert state["history"][0]["val"]["clips"] == 1  # validated on its own split during training
+    assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(tmp_path / "none.pt")]) == 2
+    assert "no model file" in capsys.readouterr().err
