@@ -396,6 +396,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_inference(args: argparse.Namespace) -> int:
+    from inference.bench import bench_inference
+
+    if args.beds < 1 or args.seconds <= 0:
+        raise ConfigError("--beds and --seconds must be positive")
+    print(json.dumps(bench_inference(beds=args.beds, seconds=args.seconds, weights=args.weights, device=args.device),
+                     indent=2))  # fmt: skip
+    return 0
+
+
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from ingest.bench import bench_ingest
 
@@ -527,6 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ingest.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")
     bench_ingest.add_argument("--fps", type=float, default=10.0, help="frames/s per camera (default 10)")
     bench_ingest.set_defaults(handler=_cmd_bench_ingest)
+
+    bench_inference = bench.add_parser(
+        "inference",
+        help="model and worker throughput, window latency (targets: >= 8 beds at 10 fps on 2 CPU cores)",
+        description="Times the model's per-frame encoder (frames/s by batch) and temporal heads (windows/s by batch), "
+        "then one inference worker over --beds simulated beds at 10 fps through an embedded broker: paced like live "
+        "cameras (window latency p50/p99) and unpaced (sustained frames/s, as a ratio of the raw encoder's).",
+    )
+    bench_inference.add_argument("--beds", type=int, default=8, help="simulated beds (default 8)")
+    bench_inference.add_argument("--seconds", type=float, default=20.0, help="seconds of video per run (default 20)")
+    bench_inference.add_argument("--weights", type=Path, help="model.pt (default: the temporal-small architecture)")
+    bench_inference.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    bench_inference.set_defaults(handler=_cmd_bench_inference)
 
     from ingest.cli import add_ingest_command
 
