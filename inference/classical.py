@@ -135,7 +135,9 @@ def estimate_resp_rate(cell_flow: np.ndarray, fps: float) -> RespEstimate:
     if 0 < k < spectrum.size - 1:
         a, b, c = np.log(spectrum[k - 1 : k + 2] + 1e-20)
         denominator = a - 2 * b + c
-        offset = 0.5 * (a - c) / denominator if denominator != 0 else 0.0
+        # Interpolate only at a true local maximum (a band-edge arg-max may not be one).
+        if b >= a and b >= c and denominator < 0:
+            offset = float(np.clip(0.5 * (a - c) / denominator, -0.5, 0.5))
     rate = float((freqs[k] + offset * (freqs[1] - freqs[0])) * 60.0)
     q = float(quality)
     return RespEstimate(rate if q >= MIN_QUALITY else None, q, chosen, combined)
@@ -162,7 +164,9 @@ def twitch_bursts(energy: np.ndarray, fps: float) -> np.ndarray:
     if n < 3:
         return out
     half = max(2, int(TWITCH_BASELINE_S * fps / 2))
-    padded = np.pad(energy, half, mode="edge")
+    # Reflect, not repeat, at the ends: repeating a spike on the last frame would make the
+    # baseline the spike itself and hide the newest jerk from a live worker.
+    padded = np.pad(energy, half, mode="reflect" if n > half else "edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)[:n]
     median = np.median(windows, axis=1)
     mad = np.median(np.abs(windows - median[:, None]), axis=1)

@@ -42,6 +42,8 @@ class BedState:
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
+    newest_s: float | None = None  # capture time of the newest frame used
+    stale: int = 0  # frames in a row older than the whole buffer
 
 
 @dataclass
@@ -50,6 +52,7 @@ class EngineStats:
     detections: int = 0
     windows: int = 0
     evicted: int = 0
+    skipped: int = 0  # late, repeated or too-dense frames not used
     encode_s: float = 0.0
     heads_s: float = 0.0
 
@@ -68,40 +71,74 @@ class InferenceEngine:
         self.stats = EngineStats()
         self._vector_size = 2 * model.config.dim
         self._autocast = device.type == "cuda"
-        self._min_frames = int(MIN_WINDOW_S * config.fps)
+        self._min_frames = min(int(MIN_WINDOW_S * config.fps), config.window_frames)
         self._pending: list[Window] = []
 
     def add(self, frames: list[tuple[Frame, np.ndarray]], *, arrival: float | None = None) -> None:
-        """Encode and buffer decoded frames (``(frame, BGR image)``), in arrival order."""
+        """Encode and buffer decoded frames (``(frame, BGR image)``), in arrival order.
+
+        Only frames that extend a bed's stream (at least half an interval newer than its newest)
+        are used: the motion stream and the classical features need each frame's true
+        predecessor, so late, repeated and too-dense frames are skipped and counted. A camera
+        whose clock jumped back (frames older than the whole buffer for two seconds running)
+        starts afresh. Nothing changes unless encoding succeeds, so a retried batch is whole.
+        """
         if not frames:
             return
         arrival = time.monotonic() if arrival is None else arrival
+        half = 0.5 / self.config.fps
+        span = self.buffers.capacity / self.config.fps
+        newest: dict[str, float | None] = {}
+        previous_inputs: dict[str, np.ndarray | None] = {}
+        stale: dict[str, int] = {}
+        accepted: list[tuple[Frame, np.ndarray, bool]] = []
         inputs, previous = [], []
         for frame, image in frames:
-            state = self.beds.get(frame.header.bed_id)
-            if state is None:
-                state = self.beds[frame.header.bed_id] = BedState(camera_id=frame.header.camera_id)
+            bed = frame.header.bed_id
+            state = self.beds.get(bed) or BedState(camera_id=frame.header.camera_id)
+            last = newest.get(bed, state.newest_s)
+            capture = frame.header.capture_ts.timestamp()
+            restart = False
+            if last is not None and capture < last + half:
+                stale[bed] = stale.get(bed, state.stale) + 1 if capture < last - span else 0
+                if stale[bed] < 2 * self.config.fps:
+                    self.stats.skipped += 1
+                    continue
+                restart = True  # the camera's clock went back and stayed back
+            elif last is not None and capture - last > self.config.max_fill_s + half:
+                restart = True  # a long gap: the buffer starts afresh, so does motion
+            stale[bed] = 0
+            before = None if restart else previous_inputs.get(bed, state.previous_input)
             model_input = to_model_input(image, self.model.config)
             inputs.append(model_input)
-            previous.append(state.previous_input if state.previous_input is not None else model_input)
-            state.previous_input = model_input
+            previous.append(before if before is not None else model_input)
+            previous_inputs[bed] = model_input
+            newest[bed] = capture
+            accepted.append((frame, image, restart))
+        if not accepted:
+            return
         began = time.perf_counter()
         vectors = self._encode(np.stack(inputs), np.stack(previous))
         self.stats.encode_s += time.perf_counter() - began
-        for (frame, image), vector in zip(frames, vectors, strict=True):
-            state = self.beds[frame.header.bed_id]
+        for (frame, image, restart), vector in zip(accepted, vectors, strict=True):
+            bed = frame.header.bed_id
+            state = self.beds.setdefault(bed, BedState(camera_id=frame.header.camera_id))
+            state.previous_input, state.newest_s, state.stale = previous_inputs[bed], newest[bed], stale.get(bed, 0)
+            if restart:
+                state.extractor.reset()
+                state.last_detection_s = -1e18  # the old timeline's last detection means nothing now
+                self.buffers.beds.pop(bed, None)
             features = state.extractor.push(image)
             data = np.concatenate([vector, features.cell_flow, [features.motion_energy]]).astype(np.float32)
-            buffer = self.buffers.add(
-                frame.header.bed_id, frame.header.capture_ts, frame.header.seq, data, arrival=arrival
-            )
+            buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
             # Cut windows as frames arrive, so a backlog (a replay, a worker catching up) still
-            # gets a detection per hop, not one for its newest frame only.
-            newest = buffer.frames[-1].capture_s if buffer.frames else -1e18
+            # gets a detection per hop, not one for its newest frame only. Half a frame of slack
+            # keeps capture jitter from stretching the period past hop_s.
+            last_capture = buffer.frames[-1].capture_s
             length = min(len(buffer.frames), self.config.window_frames)
-            if newest - state.last_detection_s >= self.config.hop_s and length >= self._min_frames:
-                window = buffer.window(frame.header.bed_id, length)
+            if last_capture - state.last_detection_s >= self.config.hop_s - half and length >= self._min_frames:
+                window = buffer.window(bed, length)
                 if window is not None:
                     state.last_detection_s = window.last_capture_s
                     self._pending.append(window)
@@ -163,7 +200,11 @@ class InferenceEngine:
             apnea=apnea,
             resp_rate=None if apnea >= 0.5 else round(min(max(rate, 0.0), 120.0), 2),
             baseline=BaselineFindings(
-                resp_rate=None if classical is None or classical.rate_bpm is None else round(classical.rate_bpm, 2),
+                resp_rate=(
+                    None
+                    if classical is None or classical.rate_bpm is None
+                    else round(min(max(classical.rate_bpm, 0.0), 120.0), 2)
+                ),
                 resp_quality=None if classical is None else round(min(max(classical.quality, 0.0), 1.0), 4),
                 motion_energy=round(float(energy[-1]), 4),
                 twitch_burst=burst,

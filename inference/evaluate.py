@@ -49,7 +49,8 @@ def find_clips(directory: Path) -> list[Clip]:
         video = next((json_path.with_suffix(s) for s in VIDEO_SUFFIXES if json_path.with_suffix(s).exists()), None)
         if video is None:
             raise EvalError(f"{json_path}: no video next to it ({', '.join(VIDEO_SUFFIXES)})")
-        clips.append(Clip(json_path.stem, video, float(document["fps"]), document["labels"]))
+        labels = {key: value for key, value in document["labels"].items() if isinstance(value, list)}
+        clips.append(Clip(json_path.stem, video, float(document["fps"]), labels))
     if not clips:
         raise EvalError(f"{directory}: no clips (expected <id>.json + <id>.mp4 pairs)")
     return clips
@@ -68,6 +69,8 @@ def decode(video: Path) -> Iterator[np.ndarray]:
 def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
     extractor = FeatureExtractor()
     features = [extractor.push(image) for image in decode(clip.video)]
+    if not features:
+        raise EvalError(f"{clip.video}: no decodable frame")
     analysis = analyse(features, clip.fps)
     predictions = {
         "grimace": None,  # the baseline has no face model
@@ -83,7 +86,10 @@ def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str,
     from inference.model import FINDINGS
     from inference.train import predict_clip
 
-    frames = np.stack([to_model_input(image, model.config) for image in decode(clip.video)])
+    images = [to_model_input(image, model.config) for image in decode(clip.video)]
+    if not images:
+        raise EvalError(f"{clip.video}: no decodable frame")
+    frames = np.stack(images)
     out = predict_clip(model, frames, device)
     binary = out["probabilities"] >= 0.5
     apnea = binary[:, FINDINGS.index("apnea")]

@@ -8,7 +8,8 @@ with a learned query turns each frame's fused tokens into one vector; its attent
 the saliency map used as evidence. **Time** is then modelled separately, (2+1)D-style, by a stack
 of causal dilated residual 1D convolutions (MS-TCN's temporal blocks, causal so that the output
 at a frame uses only that frame and the past: what a live worker sees). The receptive field is
-``2 ** layers`` frames (25.6 s at 10 fps with 8 layers), long enough for slow breathing.
+``2 ** (layers + 1) - 1`` frames (511, 51 s at 10 fps with 8 layers); the worker's windows
+(``ICU_INFER_WINDOW_FRAMES``, 128) cut it shorter, and training crops are 160 frames.
 
 Heads, per frame: logits for grimace, twitch and apnea, and the respiration rate (breaths/min),
 regressed directly from the temporal features.
@@ -105,10 +106,6 @@ class TemporalNet(nn.Module):
         )
         self.findings = nn.Conv1d(config.dim, len(FINDINGS), 1)
         self.resp_rate = nn.Conv1d(config.dim, 1, 1)
-
-    @property
-    def receptive_field(self) -> int:
-        return 2**self.config.temporal_layers
 
     def frame_features(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame fused vectors (batch, time, 2*dim) and saliency (batch, time, grid)."""

@@ -18,7 +18,7 @@ import torch
 from kafka import KafkaProducer
 from pydantic import Field
 
-from icu.contracts import Frame, Topic, encode
+from icu.contracts import Detection, Frame, Topic, encode
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
 from icu.settings import ConfigError, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
@@ -64,6 +64,10 @@ class InferSettings(TopicsAdminSettings):
         return self.infer_weights
 
 
+class DeliveryError(Exception):
+    """Detections were not acknowledged by Kafka; the batch is retried, nothing committed."""
+
+
 class InferenceWorker:
     """Glue between the consume loop and the engine: decode, buffer, infer, publish."""
 
@@ -72,7 +76,7 @@ class InferenceWorker:
         self.engine = engine
         self.producer = producer
         self.detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
-        self.rejected = 0
+        self._unsent: list[Detection] = []
         self._next_eviction = time.monotonic() + settings.infer_silence_s
 
     def handle(self, received: list[Received]) -> list[Rejected]:
@@ -88,13 +92,20 @@ class InferenceWorker:
                 rejected.append(Rejected(item.record, decoded, "frame"))
                 continue
             usable.append((frame, decoded))
-        self.rejected += len(rejected)
         self.engine.add(usable)
-        detections = self.engine.due()
-        for detection in detections:
+        # Detections of an earlier attempt that Kafka did not take go first: a retried batch
+        # finds its frames already buffered and would not cut them again.
+        detections = self._unsent + self.engine.due()
+        futures = [
             self.producer.send(self.detections_topic, key=detection.key(), value=encode(detection))
-        if detections:
-            self.producer.flush(timeout=30)  # raises on failure: the batch is retried, not committed
+            for detection in detections
+        ]
+        if futures:
+            self.producer.flush(timeout=30)
+        self._unsent = [d for d, future in zip(detections, futures, strict=True) if not future.succeeded()]
+        if self._unsent:
+            # The loop retries with backoff and commits nothing until they are delivered.
+            raise DeliveryError(f"{len(self._unsent)} detections not acknowledged by Kafka")
         now = time.monotonic()
         if now >= self._next_eviction:
             self._next_eviction = now + self.settings.infer_silence_s

@@ -90,3 +90,37 @@ def test_silent_beds_are_forgotten(engine: InferenceEngine) -> None:
     assert engine.evict_silent(now=129.0) == []
     assert engine.evict_silent(now=131.0) == ["icu1-04"]
     assert "icu1-04" not in engine.beds
+
+
+def test_late_repeated_and_too_dense_frames_are_skipped(engine: InferenceEngine) -> None:
+    frames = frames_of("icu1-05", 3, seed=5)
+    engine.add(frames[:20], arrival=0.0)
+    late = frames[10]  # an old frame replayed
+    repeat = frames[19]
+    dense_header = repeat[0].header.model_copy(
+        update={"capture_ts": repeat[0].header.capture_ts + timedelta(seconds=0.03)}
+    )
+    dense = (make_frame(dense_header, repeat[0].jpeg), repeat[1])  # 30 ms after the newest: above 10 fps
+    engine.add([late, repeat, dense], arrival=1.0)
+    assert engine.stats.skipped == 3
+    assert engine.stats.frames == 20
+    engine.add(frames[20:], arrival=2.0)
+    assert [d.seq for d in engine.due()] == [19, 29]
+
+
+def test_a_clock_that_jumps_back_restarts_the_bed(engine: InferenceEngine) -> None:
+    frames = frames_of("icu1-06", 4, seed=6)
+    engine.add(frames, arrival=0.0)
+    engine.due()
+    back = []
+    for k, (frame, image) in enumerate(frames_of("icu1-06", 4, seed=7)):
+        header = frame.header.model_copy(
+            update={"capture_ts": frame.header.capture_ts - timedelta(hours=1), "seq": 100 + k}
+        )
+        back.append((make_frame(header, frame.jpeg), image))
+    engine.add(back, arrival=1.0)
+    assert engine.stats.skipped == 19  # the 20th frame in a row from the past (2 s) restarts the bed
+    detections = engine.due()
+    assert detections
+    assert detections[-1].seq == 138  # 2 s of frames again (seq 119-138)
+    assert detections[-1].ts < T0
