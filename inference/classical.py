@@ -112,6 +112,14 @@ def _peak_sqi(power: np.ndarray, freqs: np.ndarray, band: np.ndarray) -> tuple[n
     return peak, sqi
 
 
+def _chest_signal(cells: np.ndarray) -> np.ndarray:
+    """The chosen cells' series (best first), sign-aligned to the best one and summed: cells on
+    either side of the chest's edge move in opposite directions and would otherwise cancel."""
+    signs = np.sign(cells.T @ cells[:, 0])
+    signs[signs == 0] = 1.0
+    return (cells * signs).sum(axis=1)
+
+
 def estimate_resp_rate(cell_flow: np.ndarray, fps: float) -> RespEstimate:
     """Respiration rate over one window of per-cell flow, shape (frames, cells)."""
     n = cell_flow.shape[0]
@@ -124,10 +132,7 @@ def estimate_resp_rate(cell_flow: np.ndarray, fps: float) -> RespEstimate:
     score = sqi * strength
     count = max(4, round(series.shape[1] * TOP_CELLS))
     chosen = np.argsort(score)[::-1][:count]
-    best = series[:, chosen[0]]
-    signs = np.sign(series[:, chosen].T @ best)
-    signs[signs == 0] = 1.0
-    combined = (series[:, chosen] * signs).sum(axis=1)
+    combined = _chest_signal(series[:, chosen])
     spectrum = np.abs(np.fft.rfft(combined * taper[:, 0], n=nfft)) ** 2
     peak, quality = _peak_sqi(spectrum, freqs, band)
     k = int(peak)
@@ -224,11 +229,7 @@ def _apnea(flow: np.ndarray, chest_cells: np.ndarray | None, fps: float) -> np.n
     out = np.zeros(n, np.int8)
     if chest_cells is None or n == 0:
         return out
-    series = flow[:, chest_cells] - flow[:, chest_cells].mean(axis=0)
-    best = series[:, 0]
-    signs = np.sign(series.T @ best)
-    signs[signs == 0] = 1.0
-    chest = _bandpass((series * signs).sum(axis=1), fps)
+    chest = _bandpass(_chest_signal(flow[:, chest_cells] - flow[:, chest_cells].mean(axis=0)), fps)
     half = max(1, int(APNEA_RMS_S * fps / 2))
     padded = np.pad(chest**2, half, mode="edge")
     rms = np.sqrt(np.convolve(padded, np.ones(2 * half + 1) / (2 * half + 1), mode="valid"))[:n]

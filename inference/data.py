@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from inference.evaluate import Clip, decode, find_clips
-from inference.model import FINDINGS, ModelConfig
+from inference.metrics import FINDINGS
+from inference.model import ModelConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ import torch
 from icu.contracts import BaselineFindings, Detection, Frame
 from inference.classical import FeatureExtractor, estimate_resp_rate, twitch_bursts
 from inference.data import to_model_input
-from inference.model import FINDINGS, TemporalNet
+from inference.metrics import FINDINGS
+from inference.model import TemporalNet
 from inference.windows import WardBuffers, Window
 
 MIN_WINDOW_S = 2.0  # no detection for a bed until this much video is buffered
@@ -51,7 +52,6 @@ class EngineStats:
     frames: int = 0
     detections: int = 0
     windows: int = 0
-    evicted: int = 0
     skipped: int = 0  # late, repeated or too-dense frames not used
     encode_s: float = 0.0
     heads_s: float = 0.0
@@ -217,7 +217,6 @@ class InferenceEngine:
         gone = self.buffers.evict_silent(time.monotonic() if now is None else now)
         for bed in gone:
             self.beds.pop(bed, None)
-        self.stats.evicted += len(gone)
         return gone
 
 

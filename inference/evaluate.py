@@ -83,19 +83,13 @@ def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
 
 def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str, Any], int]:
     from inference.data import to_model_input
-    from inference.model import FINDINGS
-    from inference.train import predict_clip
+    from inference.train import frame_predictions, predict_clip
 
     images = [to_model_input(image, model.config) for image in decode(clip.video)]
     if not images:
         raise EvalError(f"{clip.video}: no decodable frame")
     frames = np.stack(images)
-    out = predict_clip(model, frames, device)
-    binary = out["probabilities"] >= 0.5
-    apnea = binary[:, FINDINGS.index("apnea")]
-    predictions: dict[str, Any] = {name: binary[:, k].astype(int) for k, name in enumerate(FINDINGS)}
-    predictions["resp_rate_bpm"] = [None if stop else float(r) for r, stop in zip(out["resp_rate"], apnea, strict=True)]
-    return predictions, frames.shape[0]
+    return frame_predictions(predict_clip(model, frames, device)), frames.shape[0]
 
 
 def evaluate(directory: Path, *, model: str = "classical", weights: Path | None = None) -> dict[str, Any]:

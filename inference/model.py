@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-FINDINGS = ("grimace", "twitch", "apnea")
+from inference.metrics import FINDINGS
+
 RR_SCALE = 30.0  # the rate head predicts breaths/min divided by this (targets near 0.3-1.0)
 
 

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from icu import __version__
 from inference.data import LoadedClip, load_clip, random_windows, split_clips
-from inference.metrics import SplitScores
-from inference.model import FINDINGS, ModelConfig, TemporalNet, build_model
+from inference.metrics import FINDINGS, SplitScores
+from inference.model import ModelConfig, TemporalNet, build_model
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +117,30 @@ def predict_clip(model: TemporalNet, frames: np.ndarray, device: torch.device) -
     }
 
 
+def frame_predictions(predicted: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-frame 0/1 findings (threshold 0.5) and the rate, withheld where apnea is predicted:
+    what `icu eval` scores and validation early-stops on."""
+    binary = predicted["probabilities"] >= 0.5
+    apnea = binary[:, FINDINGS.index("apnea")]
+    predictions: dict[str, Any] = {name: binary[:, k].astype(int) for k, name in enumerate(FINDINGS)}
+    predictions["resp_rate_bpm"] = [
+        None if stop else float(r) for r, stop in zip(predicted["resp_rate"], apnea, strict=True)
+    ]
+    return predictions
+
+
 def validate(model: TemporalNet, clips: list[LoadedClip], device: torch.device) -> dict[str, Any]:
     scores = SplitScores()
     for clip in clips:
-        predicted = predict_clip(model, clip.frames, device)
-        labels: dict[str, Any] = {}
-        predictions: dict[str, Any] = {}
-        for k, name in enumerate(FINDINGS):
-            if clip.findings_mask[:, k].all():
-                labels[name] = clip.findings[:, k].astype(int)
-                predictions[name] = (predicted["probabilities"][:, k] >= 0.5).astype(int)
+        labels: dict[str, Any] = {
+            name: clip.findings[:, k].astype(int) for k, name in enumerate(FINDINGS) if clip.findings_mask[:, k].all()
+        }
         if not np.isnan(clip.resp_rate).all():
             labels["resp_rate_bpm"] = [None if np.isnan(r) else float(r) for r in clip.resp_rate]
-            apnea = predicted["probabilities"][:, FINDINGS.index("apnea")] >= 0.5
-            predictions["resp_rate_bpm"] = [
-                None if stop else float(r) for r, stop in zip(predicted["resp_rate"], apnea, strict=True)
-            ]
-        scores.add_clip(fps=clip.fps, labels=labels, predictions=predictions)
+        # Unlabelled tasks are skipped by SplitScores, so every prediction can go in.
+        scores.add_clip(
+            fps=clip.fps, labels=labels, predictions=frame_predictions(predict_clip(model, clip.frames, device))
+        )
     return scores.summary()
 
 

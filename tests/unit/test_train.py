@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from icu.cli import main
-from inference.model import FINDINGS, build_model
+from inference.metrics import FINDINGS
+from inference.model import build_model
 from inference.train import TrainError, learning_rate, load_variant, load_weights, train
 from simulator.clips import plan_clip_set, write_clip
 
