@@ -71,21 +71,17 @@ def _cmd_whip(args: argparse.Namespace) -> int:
 
 
 def _cmd_rtsp(args: argparse.Namespace) -> int:
-    from ingest.config import CameraEntry
+    from ingest.config import camera_entry
 
     settings = _settings(args, rtsp_transport=args.transport)
-    return _run(
-        settings, entries=[_entry(CameraEntry, bed=args.bed, camera_id=args.camera_id, rtsp=args.url)], whip=False
-    )
+    return _run(settings, entries=[camera_entry(bed=args.bed, camera_id=args.camera_id, rtsp=args.url)], whip=False)
 
 
 def _cmd_file(args: argparse.Namespace) -> int:
-    from ingest.config import CameraEntry
+    from ingest.config import camera_entry
 
     settings = _settings(args)
-    entry = _entry(
-        CameraEntry, bed=args.bed, camera_id=args.camera_id, file=args.path, speed=args.speed, loop=args.loop
-    )
+    entry = camera_entry(bed=args.bed, camera_id=args.camera_id, file=args.path, speed=args.speed, loop=args.loop)
     return _run(settings, entries=[entry], whip=False)
 
 
@@ -95,19 +91,6 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
     config = load_cameras_file(args.config)
     settings = _settings(args, whip_host=args.host, whip_port=args.port)
     return _run(settings, entries=list(config.cameras), whip=config.whip)
-
-
-def _entry(model: Any, **fields: Any) -> Any:
-    from pydantic import ValidationError
-
-    from ingest.config import CameraConfigError
-
-    try:
-        return model(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"]) or "camera"
-        raise CameraConfigError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
 
 
 def _speed(text: str) -> float | str:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -75,6 +75,23 @@ class CamerasFile(BaseModel):
         return self
 
 
+def describe(exc: ValidationError, *, whole: str, limit: int = 5) -> str:
+    """Validation errors as 'cameras[1].rtsp: reason; ...' (``whole`` when the error is not in a field)."""
+    problems = []
+    for error in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error["loc"]).replace(".[", "[")
+        problems.append(f"{where or whole}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def camera_entry(**fields: Any) -> CameraEntry:
+    """One camera from command-line fields (None = not given), or :class:`CameraConfigError`."""
+    try:
+        return CameraEntry(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise CameraConfigError(describe(exc, whole="camera", limit=1)) from None
+
+
 def load_cameras_file(path: Path) -> CamerasFile:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -90,11 +107,7 @@ def load_cameras_file(path: Path) -> CamerasFile:
     try:
         parsed = CamerasFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False)[:5]:
-            where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error["loc"]).replace(".[", "[")
-            problems.append(f"{where or 'file'}: {error['msg'].removeprefix('Value error, ')}")
-        raise CameraConfigError(f"{path}: " + "; ".join(problems)) from None
+        raise CameraConfigError(f"{path}: {describe(exc, whole='file')}") from None
     base = path.parent
     cameras = [
         entry.model_copy(update={"file": base / entry.file})
