@@ -416,6 +416,23 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# The function's argument each `icu news2` flag feeds, for error messages that name the flag.
+_NEWS2_FLAGS = {"rr": "--rr", "spo2": "--spo2", "spo2_scale": "--scale", "on_oxygen": "--oxygen/--air",
+                "sbp": "--sbp", "hr": "--hr", "consciousness": "--consciousness", "temp_c": "--temp"}  # fmt: skip
+
+
+def _cmd_news2(args: argparse.Namespace) -> int:
+    from alerts.news2 import News2Error, score_news2
+
+    try:
+        result = score_news2(rr=args.rr, spo2=args.spo2, spo2_scale=args.scale, on_oxygen=args.on_oxygen,
+                             sbp=args.sbp, hr=args.hr, consciousness=args.consciousness, temp_c=args.temp)  # fmt: skip
+    except News2Error as exc:
+        raise ConfigError(f"{_NEWS2_FLAGS.get(exc.argument, exc.argument)}: {exc.problem}") from None
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -607,7 +624,45 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)
     _add_sim_parser(commands)
+    _add_news2_parser(commands)
     return parser
+
+
+def _add_news2_parser(commands: Any) -> None:
+    news2 = commands.add_parser(
+        "news2",
+        help="score one set of vital signs with NEWS2 and print JSON",
+        description="NEWS2, the National Early Warning Score 2 (Royal College of Physicians, 2017). Prints one JSON "
+        'object: {"score": aggregate, "risk": "low"|"low-medium"|"medium"|"high", "parameters": {name: points}, '
+        '"complete": bool, "red_parameters": [names scoring 3]}. Every flag is optional: a missing parameter is '
+        'scored as absent (left out of "parameters", "complete": false, the score a lower bound); give --oxygen '
+        "or --air to score air or oxygen. Values between the chart's printed limits score as the band above "
+        "(RR 20.5 as 21, 35.05 C as 35.1). Risk: 7+ high, 5-6 medium, a single parameter scoring 3 low-medium, "
+        "else low. Impossible values exit with status 2.",
+    )
+    news2.add_argument("--rr", type=float, help="respiration rate, breaths/min (0-100)")
+    news2.add_argument("--spo2", type=float, help="SpO2, %% (0-100)")
+    news2.add_argument(
+        "--scale",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="SpO2 scale: 2 only when prescribed (target 88-92%%, e.g. hypercapnic respiratory failure; default 1)",
+    )
+    oxygen = news2.add_mutually_exclusive_group()
+    oxygen.add_argument(
+        "--oxygen", dest="on_oxygen", action="store_true", default=None, help="on supplemental oxygen (2 points)"
+    )
+    oxygen.add_argument(
+        "--air", dest="on_oxygen", action="store_false", default=None, help="breathing room air (0 points)"
+    )
+    news2.add_argument("--sbp", type=float, help="systolic blood pressure, mmHg (0-300)")
+    news2.add_argument("--hr", type=float, help="pulse, beats/min (0-300)")
+    news2.add_argument(
+        "--consciousness", metavar="A|C|V|P|U", help="ACVPU, any case: Alert, new Confusion, Voice, Pain, Unresponsive"
+    )
+    news2.add_argument("--temp", type=float, help="temperature, degrees Celsius (20-45)")
+    news2.set_defaults(handler=_cmd_news2)
 
 
 def _add_sim_parser(commands: Any) -> None:
