@@ -350,19 +350,21 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     engine = build_engine(settings)
-    require_topics(settings, [Topic.FRAMES, Topic.DETECTIONS, Topic.DEAD_LETTER])
+    require_topics(settings, [Topic.FRAMES, Topic.DETECTIONS, Topic.EVIDENCE, Topic.DEAD_LETTER])
     stop = GracefulStop().install()
     producer = create_producer(settings)
     worker = InferenceWorker(settings, engine, producer)
     loop = consume_loop(settings, worker, producer, stop)
-    log.info("inference worker in group %s: %s.frames -> %s.detections (Ctrl-C stops)", settings.infer_group,
-             settings.topic_prefix, settings.topic_prefix)  # fmt: skip
+    log.info("inference worker in group %s: %s.frames -> %s.detections + %s.evidence (Ctrl-C stops)",
+             settings.infer_group, settings.topic_prefix, settings.topic_prefix, settings.topic_prefix)  # fmt: skip
     try:
         stats = loop.run()
     finally:
         close_producer(producer, 10)
+        engine.close()
     print(json.dumps({"frames": engine.stats.frames, "detections": engine.stats.detections,
-                      "dead_lettered": stats.dead_lettered, "batches": stats.batches}))  # fmt: skip
+                      "evidence": engine.stats.evidence, "dead_lettered": stats.dead_lettered,
+                      "batches": stats.batches}))  # fmt: skip
     return 0
 
 
@@ -373,7 +375,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     configure_logging("INFO")
     try:
         state = train(data=args.data, config=args.config, out=args.out, resume=args.resume, device=args.device,
-                      epochs=args.epochs)  # fmt: skip
+                      epochs=args.epochs, max_minutes=args.max_minutes, stop_after=args.stop_after,
+                      workers=args.workers)  # fmt: skip
     except (TrainError, EvalError) as exc:
         raise ConfigError(str(exc)) from None
     print(json.dumps({"epochs": state["epoch"], "best_epoch": state["best_epoch"], "best_score": state["best_score"],
@@ -579,10 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
         "beds), keeps each bed's last seconds, runs the temporal model over sliding windows batched across beds "
         "(CUDA with autocast when present, else CPU threads) and publishes a detection per bed every "
         "ICU_INFER_HOP_S seconds to <prefix>.detections: grimace/twitch/apnea probabilities, learned and classical "
-        "respiration rate, signal quality, degraded windows flagged. Undecodable or mis-sized frames go to "
-        "<prefix>.dead-letter. The model is trained on synthetic data and is not clinically validated.",
+        "respiration rate, signal quality, degraded windows flagged. Each detection describes the frame 2 s before "
+        "the newest (the model's lookahead). When a finding starts, an evidence record (keyframe JPEG with the "
+        "model's attention overlaid) goes to <prefix>.evidence. Undecodable or mis-sized frames go to "
+        "<prefix>.dead-letter. Without --weights the packaged temporal-small weights are used. The model is trained "
+        "on synthetic data and is not clinically validated.",
     )
-    infer.add_argument("--weights", type=Path, help=_env("model.pt from icu train", "ICU_INFER_WEIGHTS"))
+    infer.add_argument(
+        "--weights", type=Path, help=_env("model.pt from icu train", "ICU_INFER_WEIGHTS", "packaged temporal-small")
+    )
     infer.add_argument("--device", help=_env("auto, cpu, cuda, cuda:N", "ICU_INFER_DEVICE", "auto"))
     _add_kafka_flags(infer)
     infer.set_defaults(handler=_cmd_infer)
@@ -604,6 +612,18 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     training.add_argument("--epochs", type=int, help="override the config's epoch count")
     training.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    training.add_argument(
+        "--max-minutes",
+        type=float,
+        help="end training after the epoch that passes this much time (the log says which --stop-after reproduces it)",
+    )
+    training.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCH",
+        help="end training after this epoch, keeping the learning-rate schedule of the full epoch count",
+    )
+    training.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
     training.set_defaults(handler=_cmd_train)
 
     evaluation = commands.add_parser(

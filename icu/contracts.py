@@ -79,6 +79,7 @@ class Topic(StrEnum):
     FRAMES = "frames"
     VITALS = "vitals"
     DETECTIONS = "detections"
+    EVIDENCE = "evidence"
     ALERTS = "alerts"
     ALERT_ACKS = "alert-acks"
     CAMERA_STATUS = "camera-status"
@@ -266,10 +267,15 @@ class Detection(BedMessage):
     camera_id: CameraId
     ts: UtcDatetime = Field(description="Capture time of the frame these outputs describe (UTC).")
     seq: int = Field(ge=0, le=INT64_MAX, description="The frame's sequence number from the camera.")
+    window_end: UtcDatetime | None = Field(
+        default=None,
+        description="Capture time of the newest frame the model had seen (UTC): later than ts by the model's "
+        "lookahead. Detection latency is inferred_at - window_end.",
+    )
     model: ShortText = Field(description="Model name, e.g. 'temporal'.")
     model_version: ShortText
     grimace: Probability
-    twitch: Probability
+    twitch: Probability = Field(description="Highest twitch probability of the frames since the previous detection.")
     apnea: Probability
     resp_rate: float | None = _measure(0, 120, "Estimated respiration rate, breaths/min.")
     resp_quality: Probability | None = None
@@ -278,6 +284,57 @@ class Detection(BedMessage):
         default=False, description="Frames were missing in the window and filled in: treat with caution."
     )
     inferred_at: UtcDatetime = Field(description="When the worker produced this (UTC).")
+
+
+class Finding(StrEnum):
+    """The video findings the model reports per frame."""
+
+    GRIMACE = "grimace"
+    TWITCH = "twitch"
+    APNEA = "apnea"
+
+
+MAX_EVIDENCE_JPEG = 512 * 1024
+
+
+class Evidence(BedMessage):
+    """Why the model reported a finding: published when a finding starts (its probability
+    crosses 0.5), for alerts and the dashboard to show. The keyframe is the frame the finding
+    was first reported for, with the model's spatial attention (saliency) laid over it."""
+
+    topic: ClassVar[Topic] = Topic.EVIDENCE
+    # The keyframe travels as base64 in JSON, raw bytes in Python.
+    model_config = ConfigDict(**{**Contract.model_config, "ser_json_bytes": "base64", "val_json_bytes": "base64"})
+
+    camera_id: CameraId
+    finding: Finding
+    ts: UtcDatetime = Field(description="Capture time of the keyframe: the first frame reported with the finding.")
+    seq: int = Field(ge=0, le=INT64_MAX, description="The keyframe's sequence number from the camera.")
+    window_start: UtcDatetime = Field(description="Capture time of the first frame the model looked at for it.")
+    window_end: UtcDatetime = Field(description="Capture time of the last frame the model looked at for it.")
+    probability: Probability
+    model: ShortText
+    model_version: ShortText
+    saliency_rows: int = Field(ge=1, le=256)
+    saliency_cols: int = Field(ge=1, le=256)
+    saliency: list[Probability] = Field(
+        max_length=65536, description="Attention over the model's token grid, row-major, summing to about 1."
+    )
+    keyframe_jpeg: bytes = Field(
+        max_length=MAX_EVIDENCE_JPEG,
+        description="The keyframe with the saliency overlay, JPEG (URL-safe base64, RFC 4648 section 5, in JSON).",
+    )
+    inferred_at: UtcDatetime = Field(description="When the worker produced this (UTC).")
+
+    @model_validator(mode="after")
+    def _grid_matches(self) -> Self:
+        if len(self.saliency) != self.saliency_rows * self.saliency_cols:
+            raise ValueError(
+                f"saliency has {len(self.saliency)} values for a {self.saliency_rows}x{self.saliency_cols} grid"
+            )
+        if self.window_start > self.ts or self.ts > self.window_end:
+            raise ValueError("ts must lie within window_start..window_end")
+        return self
 
 
 # --- alerts ------------------------------------------------------------------------------
@@ -579,6 +636,7 @@ def decode_frame(value: bytes | None, headers: KafkaHeaders | None) -> Frame:
 JSON_MODELS: Final[Mapping[Topic, type[Contract]]] = {
     Topic.VITALS: Vitals,
     Topic.DETECTIONS: Detection,
+    Topic.EVIDENCE: Evidence,
     Topic.ALERTS: Alert,
     Topic.ALERT_ACKS: AlertAck,
     Topic.CAMERA_STATUS: CameraStatus,

@@ -4,13 +4,23 @@ Each arriving frame is encoded once (the model's per-frame vector, computed in o
 everything a poll brought, plus the classical baseline's features) and kept in its bed's buffer
 (:mod:`inference.windows`). Every ``hop_s`` of capture time per bed, the temporal heads run over
 the bed's last ``window_frames`` vectors, batched across beds, and one :class:`Detection` is made
-for the window's last frame: the three probabilities, the learned and classical respiration
-rates, signal quality, and whether the window had filled-in frames (``degraded``).
+for the frame the model's newest output describes (``lookahead_frames`` before the window's last
+frame, see :mod:`inference.model`): grimace and apnea probabilities of that frame, the highest
+twitch probability since the previous detection (a jerk lasts one to three frames, so sampling
+one frame per hop would miss most), the learned and classical respiration rates, signal
+quality, and whether the window had filled-in frames (``degraded``).
+
+When a finding starts (its probability reaches 0.5 after being below), an :class:`Evidence`
+record is made as well: the keyframe the finding was first reported for, with the model's
+attention over it (:mod:`inference.evidence`).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,14 +28,26 @@ import cv2
 import numpy as np
 import torch
 
-from icu.contracts import BaselineFindings, Detection, Frame
-from inference.classical import FeatureExtractor, estimate_resp_rate, twitch_bursts
+from icu.contracts import BaselineFindings, Detection, Evidence, Finding, Frame
+from inference.classical import FeatureExtractor, FrameFeatures, estimate_resp_rate, twitch_bursts
 from inference.data import to_model_input
+from inference.evidence import evidence_jpeg
 from inference.metrics import FINDINGS
 from inference.model import TemporalNet
 from inference.windows import WardBuffers, Window
 
 MIN_WINDOW_S = 2.0  # no detection for a bed until this much video is buffered
+FINDING_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Keyframe:
+    """What evidence needs of a recent frame: its JPEG as received and the model's attention."""
+
+    capture_s: float
+    seq: int
+    jpeg: bytes
+    saliency: np.ndarray  # (grid,) attention over the token grid
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,10 @@ class EngineConfig:
     hop_s: float = 1.0
     silence_s: float = 30.0
     max_fill_s: float = 1.0
+    evidence_cooldown_s: float = 30.0
+    # Threads computing the classical baseline's features (optical flow), beds in parallel:
+    # OpenCV releases the GIL, and on a GPU machine this, not the model, is the CPU's work.
+    baseline_threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
 
 
 @dataclass
@@ -45,6 +71,10 @@ class BedState:
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
     stale: int = 0  # frames in a row older than the whole buffer
+    # The newest frames (bounded: the lookahead plus a hop), for evidence keyframes.
+    keyframes: deque[Keyframe] = field(default_factory=lambda: deque(maxlen=64))  # the engine sizes it
+    active: set[str] = field(default_factory=set)  # findings on at the last detection
+    last_evidence_s: dict[str, float] = field(default_factory=dict)  # per finding, keyframe capture time
 
 
 @dataclass
@@ -53,7 +83,11 @@ class EngineStats:
     detections: int = 0
     windows: int = 0
     skipped: int = 0  # late, repeated or too-dense frames not used
+    evidence: int = 0
+    evidence_missed: int = 0  # a finding started but its keyframe was no longer kept
+    evidence_suppressed: int = 0  # a finding started again within the cooldown
     encode_s: float = 0.0
+    baseline_s: float = 0.0
     heads_s: float = 0.0
 
 
@@ -72,7 +106,20 @@ class InferenceEngine:
         self._vector_size = 2 * model.config.dim
         self._autocast = device.type == "cuda"
         self._min_frames = min(int(MIN_WINDOW_S * config.fps), config.window_frames)
-        self._pending: list[Window] = []
+        # Windows cut but not yet run, each with the newest frames' keyframes at its cut: a
+        # backlog cuts many windows in one poll, and the bed's own ring has moved on by then.
+        self._pending: list[tuple[Window, tuple[Keyframe, ...]]] = []
+        self._evidence: list[Evidence] = []
+        self._lookahead = model.config.lookahead_frames
+        self._hop_frames = max(1, round(config.hop_s * config.fps))
+        levels = len(model.config.channels)
+        self._grid = (model.config.height >> levels, model.config.width >> levels)
+        self._keyframes_kept = self._lookahead + self._hop_frames + 4
+        self._pool = ThreadPoolExecutor(config.baseline_threads, "baseline") if config.baseline_threads > 1 else None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def add(self, frames: list[tuple[Frame, np.ndarray]], *, arrival: float | None = None) -> None:
         """Encode and buffer decoded frames (``(frame, BGR image)``), in arrival order.
@@ -118,17 +165,27 @@ class InferenceEngine:
         if not accepted:
             return
         began = time.perf_counter()
-        vectors = self._encode(np.stack(inputs), np.stack(previous))
+        vectors, saliency = self._encode(np.stack(inputs), np.stack(previous))
         self.stats.encode_s += time.perf_counter() - began
-        for (frame, image, restart), vector in zip(accepted, vectors, strict=True):
+        for frame, _, _ in accepted:
+            if frame.header.bed_id not in self.beds:
+                self.beds[frame.header.bed_id] = self._new_bed(frame.header.camera_id)
+        began = time.perf_counter()
+        baseline = self._baseline_features(accepted)
+        self.stats.baseline_s += time.perf_counter() - began
+        for (frame, _, restart), vector, attention, features in zip(accepted, vectors, saliency, baseline, strict=True):
             bed = frame.header.bed_id
-            state = self.beds.setdefault(bed, BedState(camera_id=frame.header.camera_id))
+            state = self.beds[bed]
             state.previous_input, state.newest_s, state.stale = previous_inputs[bed], newest[bed], stale.get(bed, 0)
             if restart:
-                state.extractor.reset()
                 state.last_detection_s = -1e18  # the old timeline's last detection means nothing now
+                state.keyframes.clear()
+                state.active.clear()
+                state.last_evidence_s.clear()
                 self.buffers.beds.pop(bed, None)
-            features = state.extractor.push(image)
+            state.keyframes.append(
+                Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention)
+            )
             data = np.concatenate([vector, features.cell_flow, [features.motion_energy]]).astype(np.float32)
             buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
@@ -141,64 +198,113 @@ class InferenceEngine:
                 window = buffer.window(bed, length)
                 if window is not None:
                     state.last_detection_s = window.last_capture_s
-                    self._pending.append(window)
+                    self._pending.append((window, tuple(state.keyframes)))
+
+    def _baseline_features(self, accepted: list[tuple[Frame, np.ndarray, bool]]) -> list[FrameFeatures]:
+        """Each frame's classical features, in order per bed (the extractor keeps the previous
+        frame), beds in parallel."""
+        by_bed: dict[str, list[int]] = {}
+        for i, (frame, _, _) in enumerate(accepted):
+            by_bed.setdefault(frame.header.bed_id, []).append(i)
+        results: list[FrameFeatures | None] = [None] * len(accepted)
+
+        def run(bed: str, indexes: list[int]) -> None:
+            extractor = self.beds[bed].extractor
+            for i in indexes:
+                _, image, restart = accepted[i]
+                if restart:
+                    extractor.reset()
+                results[i] = extractor.push(image)
+
+        if self._pool is None or len(by_bed) == 1:
+            for bed, indexes in by_bed.items():
+                run(bed, indexes)
+        else:
+            for future in [self._pool.submit(run, bed, indexes) for bed, indexes in by_bed.items()]:
+                future.result()
+        return [r for r in results if r is not None]
+
+    def _new_bed(self, camera_id: str) -> BedState:
+        return BedState(camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept))
 
     @torch.no_grad()
-    def _encode(self, inputs: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    def _encode(self, inputs: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         def tensor(batch: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)[None].to(self.device)
 
         with torch.autocast(self.device.type, enabled=self._autocast):
-            vectors, _ = self.model.frame_pair_features(tensor(inputs), tensor(previous))
-        return vectors[0].float().cpu().numpy()
+            vectors, saliency = self.model.frame_pair_features(tensor(inputs), tensor(previous))
+        return vectors[0].float().cpu().numpy(), saliency[0].float().cpu().numpy()
 
     def due(self, *, now: datetime | None = None) -> list[Detection]:
         """Detections for the windows cut since the last call (one per bed per ``hop_s`` of
-        capture time), the temporal heads batched across them."""
-        windows, self._pending = self._pending, []
-        if not windows:
+        capture time), the temporal heads batched across them. Evidence made on the way waits
+        in :meth:`take_evidence`."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return []
+        windows = [window for window, _ in pending]
         length = self.config.window_frames
         stacked = np.zeros((len(windows), length, self._vector_size), np.float32)
         for i, window in enumerate(windows):
             vectors = window.data[:, : self._vector_size]
             stacked[i, length - len(vectors) :] = vectors
-            stacked[i, : length - len(vectors)] = vectors[0]  # causal: padding only shapes the past
+            stacked[i, : length - len(vectors)] = vectors[0]  # what the model's own padding does too
         began = time.perf_counter()
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self._autocast):
             out = self.model.heads(torch.from_numpy(stacked).to(self.device))
-        probabilities = torch.sigmoid(out["findings"][:, -1].float()).cpu().numpy()
-        rates = out["resp_rate"][:, -1].float().cpu().numpy()
+        probabilities = torch.sigmoid(out["findings"].float()).cpu().numpy()
+        rates = out["resp_rate"].float().cpu().numpy()
         self.stats.heads_s += time.perf_counter() - began
         self.stats.windows += len(windows)
         inferred_at = now or datetime.now(UTC)
         detections = []
         for i, window in enumerate(windows):
+            m = len(window.capture_s)
+            # Output j of the window describes its frame j - lookahead; the hop's described frames.
+            described = probabilities[i, length - m :][self._lookahead :]
+            described_rates = rates[i, length - m :][self._lookahead :]
+            if len(described) == 0:  # less video than the lookahead: the newest output, for frame 0
+                described, described_rates = probabilities[i, -1:], rates[i, -1:]
+            hop = described[-self._hop_frames :]
+            first = len(described) - len(hop)  # window index of the hop's first described frame
             state = self.beds[window.bed_id]
-            detections.append(self._detection(window, state, probabilities[i], float(rates[i]), inferred_at))
+            self._note_findings(window, state, pending[i][1], hop, first, inferred_at)
+            detections.append(self._detection(window, state, hop, first, float(described_rates[-1]), inferred_at))
         self.stats.detections += len(detections)
         return detections
 
+    def take_evidence(self) -> list[Evidence]:
+        """Evidence records made since the last call."""
+        evidence, self._evidence = self._evidence, []
+        return evidence
+
     def _detection(
-        self, window: Window, state: BedState, probabilities: np.ndarray, rate: float, inferred_at: datetime
+        self, window: Window, state: BedState, hop: np.ndarray, first: int, rate: float, inferred_at: datetime
     ) -> Detection:
+        """``hop``: probabilities (frames, 3) of the frames described since the last detection,
+        window indexes ``first`` onwards; the detection is for the last of them."""
         flow = window.data[:, self._vector_size : -1]
         energy = window.data[:, -1].astype(np.float64)
         classical = estimate_resp_rate(flow, self.config.fps) if len(flow) >= self.config.fps * 8 else None
-        hop = max(1, int(self.config.hop_s * self.config.fps))
-        burst = bool(twitch_bursts(energy, self.config.fps)[-hop:].any())
-        apnea = float(probabilities[FINDINGS.index("apnea")])
+        burst = bool(twitch_bursts(energy, self.config.fps)[-self._hop_frames :].any())
+        index = first + len(hop) - 1
+        twitch_k = FINDINGS.index("twitch")
+        values = {name: float(hop[-1, k]) for k, name in enumerate(FINDINGS)}
+        values["twitch"] = float(hop[:, twitch_k].max())
+        apnea = values["apnea"]
         return Detection(
             bed_id=window.bed_id,
             camera_id=state.camera_id,
-            ts=datetime.fromtimestamp(window.last_capture_s, UTC),
-            seq=window.last_seq,
+            ts=datetime.fromtimestamp(window.capture_s[index], UTC),
+            seq=window.seq[index],
+            window_end=datetime.fromtimestamp(window.last_capture_s, UTC),
             model=self.model.config.name,
             model_version=self.model_version,
-            grimace=float(probabilities[FINDINGS.index("grimace")]),
-            twitch=float(probabilities[FINDINGS.index("twitch")]),
+            grimace=values["grimace"],
+            twitch=values["twitch"],
             apnea=apnea,
-            resp_rate=None if apnea >= 0.5 else round(min(max(rate, 0.0), 120.0), 2),
+            resp_rate=None if apnea >= FINDING_THRESHOLD else round(min(max(rate, 0.0), 120.0), 2),
             baseline=BaselineFindings(
                 resp_rate=(
                     None
@@ -210,6 +316,82 @@ class InferenceEngine:
                 twitch_burst=burst,
             ),
             degraded=window.degraded,
+            inferred_at=inferred_at,
+        )
+
+    def _note_findings(
+        self,
+        window: Window,
+        state: BedState,
+        keyframes: tuple[Keyframe, ...],
+        hop: np.ndarray,
+        first: int,
+        inferred_at: datetime,
+    ) -> None:
+        """Evidence for each finding that starts in this hop (off at the last detection, at or
+        above the threshold on some frame now; that frame is the keyframe). At most one record
+        per bed and finding per ``evidence_cooldown_s``: a run of isolated jerks is one story."""
+        for k, name in enumerate(FINDINGS):
+            above = np.flatnonzero(hop[:, k] >= FINDING_THRESHOLD)
+            starts = name not in state.active and len(above) > 0
+            if hop[-1, k] >= FINDING_THRESHOLD:
+                state.active.add(name)
+            else:
+                state.active.discard(name)
+            if not starts:
+                continue
+            index = first + int(above[0])
+            capture = window.capture_s[index]
+            if capture - state.last_evidence_s.get(name, -1e18) < self.config.evidence_cooldown_s:
+                self.stats.evidence_suppressed += 1
+                continue
+            evidence = self._evidence_for(
+                window, state, keyframes, Finding(name), index, float(hop[above[0], k]), inferred_at
+            )
+            if evidence is None:
+                self.stats.evidence_missed += 1
+                continue
+            state.last_evidence_s[name] = capture
+            self._evidence.append(evidence)
+            self.stats.evidence += 1
+
+    def _evidence_for(
+        self,
+        window: Window,
+        state: BedState,
+        keyframes: tuple[Keyframe, ...],
+        finding: Finding,
+        index: int,
+        probability: float,
+        inferred_at: datetime,
+    ) -> Evidence | None:
+        capture = window.capture_s[index]
+        half = 0.5 / self.config.fps
+        # A filled-in frame has no JPEG of its own: the nearest real frame before it stands in.
+        kept = [f for f in keyframes if f.capture_s <= capture + half]
+        if not kept or capture - kept[-1].capture_s > self.config.max_fill_s + half:
+            return None
+        keyframe = kept[-1]
+        rows, cols = self._grid
+        saliency = keyframe.saliency.astype(np.float64)
+        jpeg = evidence_jpeg(keyframe.jpeg, saliency.reshape(rows, cols))
+        if jpeg is None:
+            return None
+        return Evidence(
+            bed_id=window.bed_id,
+            camera_id=state.camera_id,
+            finding=finding,
+            ts=datetime.fromtimestamp(keyframe.capture_s, UTC),
+            seq=keyframe.seq,
+            window_start=datetime.fromtimestamp(min(window.capture_s[0], keyframe.capture_s), UTC),
+            window_end=datetime.fromtimestamp(window.capture_s[-1], UTC),
+            probability=round(min(max(probability, 0.0), 1.0), 4),
+            model=self.model.config.name,
+            model_version=self.model_version,
+            saliency_rows=rows,
+            saliency_cols=cols,
+            saliency=[round(float(v), 5) for v in np.clip(saliency, 0.0, 1.0)],
+            keyframe_jpeg=jpeg,
             inferred_at=inferred_at,
         )
 

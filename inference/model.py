@@ -8,11 +8,18 @@ with a learned query turns each frame's fused tokens into one vector; its attent
 the saliency map used as evidence. **Time** is then modelled separately, (2+1)D-style, by a stack
 of causal dilated residual 1D convolutions (MS-TCN's temporal blocks, causal so that the output
 at a frame uses only that frame and the past: what a live worker sees). The receptive field is
-``2 ** (layers + 1) - 1`` frames (511, 51 s at 10 fps with 8 layers); the worker's windows
-(``ICU_INFER_WINDOW_FRAMES``, 128) cut it shorter, and training crops are 160 frames.
+``2 ** (layers + 1) - 1`` frames (127, 12.7 s at 10 fps with 6 layers): the worker's window
+(``ICU_INFER_WINDOW_FRAMES``, 128) holds all of it, so a live worker computes exactly what
+offline evaluation over a whole clip computes. The sequence is extended into the past by
+repeating its first frame (not zeros), the same padding a worker uses before a bed's window fills.
 
-Heads, per frame: logits for grimace, twitch and apnea, and the respiration rate (breaths/min),
-regressed directly from the temporal features.
+**Lookahead.** The output at frame ``t`` describes frame ``t - lookahead_frames`` (20: 2 s at
+10 fps). Whether breathing has *stopped* or a limb *jerked and came back* is only certain a
+moment later; a fixed, short reporting delay buys that certainty and keeps the model causal in
+what it computes. Offline, :func:`align_outputs` maps outputs back onto the frames they describe.
+
+Heads, per described frame: logits for grimace, twitch and apnea, and the respiration rate
+(breaths/min), regressed directly from the temporal features.
 
 Pure torch (no torchvision): builds on CPU and CUDA alike.
 """
@@ -41,8 +48,14 @@ class ModelConfig:
     channels: tuple[int, ...] = (16, 32, 48, 64)
     dim: int = 64
     heads: int = 4
-    temporal_layers: int = 8
+    temporal_layers: int = 6
     dropout: float = 0.1
+    lookahead_frames: int = 20
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames the temporal blocks see, the current one included."""
+        return 2 ** (self.temporal_layers + 1) - 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +145,12 @@ class TemporalNet(nn.Module):
         """Temporal blocks and heads over per-frame vectors (batch, time, 2*dim). In eval mode a
         frame's vector does not depend on other frames, so a live worker computes each frame's
         vector once and runs only this part over its sliding window."""
-        x = self.temporal(self.temporal_in(vectors.transpose(1, 2)))
+        history = self.config.receptive_field - 1
+        x = self.temporal_in(vectors.transpose(1, 2))
+        # Extend the past by repeating the first frame, then drop that part again: no output
+        # depends on zero padding, so a sequence and any window of it holding the receptive field
+        # give the same outputs.
+        x = self.temporal(F.pad(x, (history, 0), mode="replicate"))[..., history:]
         return {
             "findings": self.findings(x).transpose(1, 2),
             "resp_rate": F.softplus(self.resp_rate(x)[:, 0]) * RR_SCALE,
@@ -143,6 +161,17 @@ class TemporalNet(nn.Module):
         breaths/min (batch, time); ``saliency``: attention over the token grid (batch, time, grid)."""
         vectors, saliency = self.frame_features(frames)
         return {**self.heads(vectors), "saliency": saliency}
+
+
+def align_outputs(values: Tensor, lookahead: int) -> Tensor:
+    """Outputs (batch, time, ...) re-indexed onto the frames they describe: frame ``t`` takes the
+    output at ``t + lookahead``; the last ``lookahead`` frames, whose outputs do not exist yet at
+    the end of a clip, hold the last output."""
+    if lookahead <= 0:
+        return values
+    n = values.shape[1]
+    index = torch.clamp(torch.arange(n, device=values.device) + lookahead, max=n - 1)
+    return values[:, index]
 
 
 def build_model(*, config: ModelConfig | None = None, **overrides: Any) -> TemporalNet:

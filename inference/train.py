@@ -26,9 +26,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from icu import __version__
-from inference.data import LoadedClip, load_clip, random_windows, split_clips
+from inference.data import ClipBank, LoadedClip, augment, load_clips, split_clips
 from inference.metrics import FINDINGS, SplitScores
-from inference.model import ModelConfig, TemporalNet, build_model
+from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     val_share: float = 0.1
+    augment: bool = True
 
 
 def load_variant(name_or_path: str) -> tuple[ModelConfig, TrainConfig]:
@@ -88,17 +89,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def compute_loss(
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], *, lookahead: int = 0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """BCE per labelled finding frame (positives weighted up: they are rare) + L1 on the rate
-    (breaths/min / 10) where the rate is known."""
-    logits, targets, mask = out["findings"], batch["findings"], batch["mask"]
+    (breaths/min / 10) where the rate is known. The output at frame ``t`` is scored against the
+    labels of frame ``t - lookahead``, the frame it describes."""
+    if lookahead:
+        out = {"findings": out["findings"][:, lookahead:].float(), "resp_rate": out["resp_rate"][:, lookahead:].float()}
+        batch = {k: v[:, :-lookahead] for k, v in batch.items() if k != "frames"}
+    logits, targets, mask = out["findings"].float(), batch["findings"], batch["mask"]
     weight = torch.where(targets > 0.5, 4.0, 1.0) * mask
     bce = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum") / weight.sum().clamp(
         min=1
     )
     known = ~torch.isnan(batch["resp_rate"])
     rr = (
-        (out["resp_rate"][known] - batch["resp_rate"][known]).abs().mean() / 10.0
+        (out["resp_rate"].float()[known] - batch["resp_rate"][known]).abs().mean() / 10.0
         if known.any()
         else logits.new_zeros(())
     )
@@ -107,13 +114,16 @@ def compute_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -
 
 @torch.no_grad()
 def predict_clip(model: TemporalNet, frames: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
-    """Per-frame probabilities and rate for a whole clip (uint8 frames (time, H, W, 3))."""
+    """Per-frame probabilities and rate for a whole clip (uint8 frames (time, H, W, 3)), each
+    frame given the output that describes it (see the model's lookahead)."""
     model.eval()
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)[None].to(device)
-    out = model(tensor)
+    tensor = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)[None]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(tensor)
+    lookahead = model.config.lookahead_frames
     return {
-        "probabilities": torch.sigmoid(out["findings"][0]).cpu().numpy(),
-        "resp_rate": out["resp_rate"][0].cpu().numpy(),
+        "probabilities": torch.sigmoid(align_outputs(out["findings"].float(), lookahead)[0]).cpu().numpy(),
+        "resp_rate": align_outputs(out["resp_rate"].float(), lookahead)[0].cpu().numpy(),
     }
 
 
@@ -160,22 +170,36 @@ def train(
     resume: bool = False,
     device: str | None = None,
     epochs: int | None = None,
+    max_minutes: float | None = None,
+    stop_after: int | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Train ``config`` on the clips in ``data``; returns the training state (history included).
+
+    ``max_minutes`` ends training after the epoch that passes that much time, ``stop_after``
+    after that epoch; either way the learning-rate schedule stays the one of ``epochs``, so
+    ``stop_after`` with the epoch count logged reproduces a run that ``max_minutes`` ended.
+    ``workers`` processes decode the clips (default: one per core).
+    """
     model_config, train_config = load_variant(config)
     if epochs is not None:
         train_config = TrainConfig(**{**asdict(train_config), "epochs": epochs})
     seed_everything(train_config.seed)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train_clips, val_clips = split_clips(data, train_config.val_share)
-    loaded_train = [load_clip(c, model_config) for c in tqdm(train_clips, desc="loading train", disable=not progress)]
-    loaded_val = [load_clip(c, model_config) for c in tqdm(val_clips, desc="loading val", disable=not progress)]
+    bar_options = {"disable": not progress, "unit": "clip"}
+    loaded_train = list(tqdm(load_clips(train_clips, model_config, workers=workers), desc="loading train",
+                             total=len(train_clips), **bar_options))  # fmt: skip
+    loaded_val = list(tqdm(load_clips(val_clips, model_config, workers=workers), desc="loading val",
+                           total=len(val_clips), **bar_options))  # fmt: skip
+    bank = ClipBank(loaded_train, target)
+    del loaded_train  # the bank holds the frames now
     model = build_model(config=model_config).to(target)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
     )
-    total_frames = sum(c.frames.shape[0] for c in loaded_train)
-    steps = max(1, math.ceil(total_frames / (train_config.batch_size * train_config.window_frames)))
+    steps = max(1, math.ceil(bank.total_frames / (train_config.batch_size * train_config.window_frames)))
     rng = np.random.default_rng(train_config.seed)
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "history": []}
@@ -191,6 +215,10 @@ def train(
         state = saved["state"]
         log.info("resuming after epoch %d (best %.4f at epoch %d)", state["epoch"], state["best_score"],
                  state["best_epoch"])  # fmt: skip
+    log.info("training %s on %s: %d clips (%d frames), %d validation clips, %d steps per epoch",
+             model_config.name, target, len(bank.lengths), bank.total_frames, len(loaded_val), steps)  # fmt: skip
+    # bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU.
+    started = time.monotonic()
     while state["epoch"] < train_config.epochs:
         epoch = state["epoch"] + 1
         model.train()
@@ -198,11 +226,12 @@ def train(
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{train_config.epochs}", disable=not progress)
         losses = []
         for _ in bar:
-            batch = random_windows(
-                loaded_train, count=train_config.batch_size, frames=train_config.window_frames, rng=rng
-            )
-            batch = {k: v.to(target) for k, v in batch.items()}
-            loss, parts = compute_loss(model(batch["frames"]), batch)
+            batch = bank.sample(count=train_config.batch_size, frames=train_config.window_frames, rng=rng)
+            if train_config.augment:
+                batch["frames"] = augment(batch["frames"], rng)
+            with torch.autocast(target.type, dtype=torch.bfloat16, enabled=target.type == "cuda"):
+                output = model(batch["frames"])
+            loss, parts = compute_loss(output, batch, lookahead=model_config.lookahead_frames)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -223,9 +252,10 @@ def train(
         improved = score > state["best_score"]
         if improved:
             state["best_score"], state["best_epoch"] = score, epoch
-            save_weights(model, out, metrics=metrics, config_name=config, train_config=train_config, data=data)
-        log.info("epoch %d: loss %.4f, validation score %.4f%s", epoch, np.mean(losses), score,
-                 " (best)" if improved else "")  # fmt: skip
+            save_weights(model, out, metrics=metrics, config_name=config, train_config=train_config, data=data,
+                         epoch=epoch)  # fmt: skip
+        log.info("epoch %d: loss %.4f, validation score %.4f (%s)%s", epoch, np.mean(losses), score,
+                 summary_line(metrics), " (best)" if improved else "")  # fmt: skip
         torch.save(
             {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
              "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "state": state,
@@ -235,17 +265,40 @@ def train(
         if epoch - state["best_epoch"] >= train_config.patience:
             log.info("early stop: no better validation score for %d epochs", train_config.patience)
             break
+        if max_minutes is not None and time.monotonic() - started >= max_minutes * 60:
+            log.info("stopping after epoch %d: the %.1f-minute budget is spent (reproduce with --stop-after %d)",
+                     epoch, max_minutes, epoch)  # fmt: skip
+            break
+        if stop_after is not None and epoch >= stop_after:
+            log.info("stopping after epoch %d as asked (--stop-after)", epoch)
+            break
     return state
 
 
+def summary_line(metrics: dict[str, Any]) -> str:
+    """Validation figures in one log line: F1 per finding and the rate's MAE."""
+    parts = [f"{name} F1 {metrics[name]['f1']:.3f}" for name in FINDINGS if metrics.get(name)]
+    rr = metrics.get("resp_rate") or {}
+    if rr.get("mae_bpm") is not None:
+        parts.append(f"RR MAE {rr['mae_bpm']:.2f}")
+    return ", ".join(parts) or "no labels"
+
+
 def save_weights(
-    model: TemporalNet, out: Path, *, metrics: dict[str, Any], config_name: str, train_config: TrainConfig, data: Path
+    model: TemporalNet,
+    out: Path,
+    *,
+    metrics: dict[str, Any],
+    config_name: str,
+    train_config: TrainConfig,
+    data: Path,
+    epoch: int,
 ) -> None:
     torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
     (out / "model.json").write_text(
         json.dumps(
             {"model": model.config.name, "config": config_name, "model_config": model.config.to_dict(),
-             "train_config": asdict(train_config), "validation": metrics, "data": str(data),
+             "train_config": asdict(train_config), "validation": metrics, "data": str(data), "epoch": epoch,
              "icu_watch": __version__, "synthetic_training_data": True, "clinically_validated": False},
             indent=2, sort_keys=True,
         ) + "\n"
@@ -257,4 +310,4 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> TemporalNet:
     saved = torch.load(path, map_location=device, weights_only=True)
     model = build_model(config=ModelConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["state_dict"])
-    return model.eval()
+    return model.to(device).eval()

@@ -35,9 +35,17 @@ class BufferedFrame:
 class Window:
     bed_id: str
     data: np.ndarray  # (frames, ...) the frames' data, oldest first
-    last_capture_s: float
-    last_seq: int
+    capture_s: tuple[float, ...]  # each frame's capture time, POSIX seconds
+    seq: tuple[int, ...]  # each frame's sequence number (a filled-in frame repeats its source's)
     degraded: bool  # some frames were filled in for missing ones
+
+    @property
+    def last_capture_s(self) -> float:
+        return self.capture_s[-1]
+
+    @property
+    def last_seq(self) -> int:
+        return self.seq[-1]
 
 
 @dataclass
@@ -114,8 +122,8 @@ class BedBuffer:
         return Window(
             bed_id=bed_id,
             data=np.stack([f.data for f in recent]),
-            last_capture_s=recent[-1].capture_s,
-            last_seq=recent[-1].seq,
+            capture_s=tuple(f.capture_s for f in recent),
+            seq=tuple(f.seq for f in recent),
             degraded=any(f.filled for f in recent),
         )
 

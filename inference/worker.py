@@ -1,4 +1,4 @@
-"""`icu infer`: the inference worker, a Kafka consumer group on ``frames`` publishing ``detections``.
+"""`icu infer`: the inference worker, a Kafka consumer group on ``frames`` publishing ``detections`` and ``evidence``.
 
 Scale out by starting more workers with the same group: Kafka spreads the frame partitions (and
 so the beds) across them, and a bed that moves to another worker after a rebalance has its
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ import torch
 from kafka import KafkaProducer
 from pydantic import Field
 
-from icu.contracts import Detection, Frame, Topic, encode
+from icu.contracts import Detection, Evidence, Frame, Topic, encode
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
 from icu.settings import ConfigError, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
@@ -30,16 +31,26 @@ log = logging.getLogger(__name__)
 STAGE = "inference"
 
 
+def packaged_weights() -> Path:
+    """The committed weights (temporal-small, trained on synthetic data; see MODEL_CARD.md)."""
+    return Path(str(resources.files("inference") / "weights" / "temporal-small.pt"))
+
+
 class InferSettings(TopicsAdminSettings):
     """`icu infer`: which weights, which device, how windows are cut."""
 
-    infer_weights: Path | None = Field(default=None, description="model.pt from `icu train`.")
+    infer_weights: Path | None = Field(
+        default=None, description="model.pt from `icu train` (default: the packaged temporal-small weights)."
+    )
     infer_device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
     infer_threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for torch.")
     infer_window_frames: int = Field(default=128, ge=16, le=2048, description="Frames per window (12.8 s at 10 fps).")
     infer_hop_s: float = Field(default=1.0, gt=0, le=60, description="Detections per bed every this many seconds.")
     infer_fps: float = Field(default=10.0, gt=0, le=60, description="Frame rate the model expects.")
     infer_silence_s: float = Field(default=30.0, gt=0, description="Forget a bed's buffer after this much silence.")
+    infer_evidence_cooldown_s: float = Field(
+        default=30.0, ge=0, le=3600, description="At most one evidence record per bed and finding this often."
+    )
     infer_group: str = Field(default="icu-infer", min_length=1, description="Kafka consumer group.")
     infer_start: Literal["latest", "earliest"] = Field(
         default="latest", description="Where a new group starts: latest (live) or earliest (replay a topic)."
@@ -58,14 +69,20 @@ class InferSettings(TopicsAdminSettings):
 
     def weights(self) -> Path:
         if self.infer_weights is None:
-            raise ConfigError(f"{env_name('infer_weights')} is not set: point it at a model.pt written by `icu train`")
+            packaged = packaged_weights()
+            if not packaged.is_file():
+                raise ConfigError(
+                    f"{env_name('infer_weights')} is not set and the packaged weights are missing ({packaged}): "
+                    "point it at a model.pt written by `icu train`"
+                )
+            return packaged
         if not self.infer_weights.is_file():
             raise ConfigError(f"{env_name('infer_weights')}: no such file {self.infer_weights}")
         return self.infer_weights
 
 
 class DeliveryError(Exception):
-    """Detections were not acknowledged by Kafka; the batch is retried, nothing committed."""
+    """Detections or evidence were not acknowledged by Kafka; the batch is retried, nothing committed."""
 
 
 class InferenceWorker:
@@ -76,7 +93,8 @@ class InferenceWorker:
         self.engine = engine
         self.producer = producer
         self.detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
-        self._unsent: list[Detection] = []
+        self.evidence_topic = Topic.EVIDENCE.full_name(settings.topic_prefix)
+        self._unsent: list[Detection | Evidence] = []
         self._next_eviction = time.monotonic() + settings.infer_silence_s
 
     def handle(self, received: list[Received]) -> list[Rejected]:
@@ -93,19 +111,24 @@ class InferenceWorker:
                 continue
             usable.append((frame, decoded))
         self.engine.add(usable)
-        # Detections of an earlier attempt that Kafka did not take go first: a retried batch
+        # Messages of an earlier attempt that Kafka did not take go first: a retried batch
         # finds its frames already buffered and would not cut them again.
-        detections = self._unsent + self.engine.due()
+        detections = self.engine.due()
+        messages = [*self._unsent, *detections, *self.engine.take_evidence()]
         futures = [
-            self.producer.send(self.detections_topic, key=detection.key(), value=encode(detection))
-            for detection in detections
+            self.producer.send(
+                self.evidence_topic if isinstance(message, Evidence) else self.detections_topic,
+                key=message.key(),
+                value=encode(message),
+            )
+            for message in messages
         ]
         if futures:
             self.producer.flush(timeout=30)
-        self._unsent = [d for d, future in zip(detections, futures, strict=True) if not future.succeeded()]
+        self._unsent = [m for m, future in zip(messages, futures, strict=True) if not future.succeeded()]
         if self._unsent:
             # The loop retries with backoff and commits nothing until they are delivered.
-            raise DeliveryError(f"{len(self._unsent)} detections not acknowledged by Kafka")
+            raise DeliveryError(f"{len(self._unsent)} detections/evidence not acknowledged by Kafka")
         now = time.monotonic()
         if now >= self._next_eviction:
             self._next_eviction = now + self.settings.infer_silence_s
@@ -126,7 +149,12 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
         window_frames=settings.infer_window_frames,
         hop_s=settings.infer_hop_s,
         silence_s=settings.infer_silence_s,
+        evidence_cooldown_s=settings.infer_evidence_cooldown_s,
     )
+    if config.window_frames < model.config.receptive_field:
+        log.warning("%s=%d is shorter than the model's receptive field (%d frames): detections will differ from "
+                    "offline evaluation", env_name("infer_window_frames"), config.window_frames,
+                    model.config.receptive_field)  # fmt: skip
     log.info("model %s on %s (window %d frames, a detection per bed every %g s)", version, device,
              config.window_frames, config.hop_s)  # fmt: skip
     return InferenceEngine(model, config=config, device=device, model_version=version)

@@ -68,6 +68,13 @@ TOPIC_SPECS: Mapping[Topic, TopicSpec] = {
             7 * DAY_MS,
         ),
         TopicSpec(
+            Topic.EVIDENCE,
+            "keyframe + saliency when a video finding starts",
+            "bed_id",
+            "JSON Evidence",
+            30 * DAY_MS,
+        ),
+        TopicSpec(
             Topic.ALERTS,
             "every version of every alert (upsert on alert_id + version)",
             "bed_id",

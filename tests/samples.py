@@ -19,6 +19,8 @@ from icu.contracts import (
     Contract,
     DeadLetter,
     Detection,
+    Evidence,
+    Finding,
     Frame,
     FrameHeader,
     Vitals,
@@ -64,6 +66,26 @@ def detection(bed_id: str = "icu1-bed01", ts: datetime = T0, seq: int = 1) -> De
         resp_quality=0.9,
         baseline=BaselineFindings(resp_rate=16.0, resp_quality=0.8, motion_energy=1.5, twitch_burst=False),
         inferred_at=ts + timedelta(milliseconds=80),
+    )
+
+
+def evidence(bed_id: str = "icu1-bed01", ts: datetime = T0) -> Evidence:
+    return Evidence(
+        bed_id=bed_id,
+        camera_id="cam1",
+        finding=Finding.APNEA,
+        ts=ts,
+        seq=7,
+        window_start=ts - timedelta(seconds=10),
+        window_end=ts + timedelta(seconds=2),
+        probability=0.82,
+        model="temporal-small",
+        model_version="temporal-small@1",
+        saliency_rows=2,
+        saliency_cols=2,
+        saliency=[0.1, 0.2, 0.3, 0.4],
+        keyframe_jpeg=b"\xff\xd8\xff\xe0 keyframe \xff\xd9",
+        inferred_at=ts + timedelta(seconds=2, milliseconds=90),
     )
 
 
@@ -140,6 +162,7 @@ def every_json_message() -> list[Contract]:
     return [
         vitals(),
         detection(),
+        evidence(),
         alert(),
         alert(2, AlertState.ACKNOWLEDGED),
         alert(3, AlertState.RESOLVED),

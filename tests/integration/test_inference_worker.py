@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
-from icu.contracts import DeadLetter, Detection, FrameHeader, Topic, decode, make_frame
+from icu.contracts import DeadLetter, Detection, Evidence, Finding, FrameHeader, Topic, decode, make_frame
 from icu.kafka import GracefulStop, close_producer, create_producer
 from inference.model import build_model
 from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop
@@ -22,7 +23,9 @@ from tests.integration.records import read_records, wait_for_record
 def tiny_weights(path: Path) -> Path:
     torch.manual_seed(0)
     model = build_model(name="temporal-test", height=48, width=64, channels=(8, 16), dim=16, heads=2,
-                        temporal_layers=4)  # fmt: skip
+                        temporal_layers=4, lookahead_frames=5)  # fmt: skip
+    with torch.no_grad():
+        model.findings.bias[0] = 50.0  # grimace on every frame: evidence at the first detection
     torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
     return path
 
@@ -68,7 +71,7 @@ def test_worker_publishes_detections_per_bed_and_dead_letters_bad_frames(
     thread.start()
     try:
         detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
-        wait_for_record(kafka_settings, detections_topic, lambda r: decode(Detection, r.value).seq == 39, 30)
+        wait_for_record(kafka_settings, detections_topic, lambda r: decode(Detection, r.value).seq == 34, 30)
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -76,11 +79,23 @@ def test_worker_publishes_detections_per_bed_and_dead_letters_bad_frames(
     detections = [decode(Detection, r.value) for r in read_records(kafka_settings, detections_topic, 100, 3)]
     for bed in ("icu1-01", "icu1-02"):
         seqs = [d.seq for d in detections if d.bed_id == bed]
-        assert seqs == [19, 29, 39], (bed, seqs)  # from 2 s of video, then every second
-        last = next(d for d in detections if d.bed_id == bed and d.seq == 39)
-        assert last.ts == start + timedelta(seconds=3.9)
+        # From 2 s of video, then every second; each for the frame 5 frames (the lookahead) before the newest.
+        assert seqs == [14, 24, 34], (bed, seqs)
+        last = next(d for d in detections if d.bed_id == bed and d.seq == 34)
+        assert last.ts == start + timedelta(seconds=3.4)
+        assert last.window_end == start + timedelta(seconds=3.9)
         assert last.model == "temporal-test"
         assert last.baseline is not None
+        assert last.grimace > 0.99
+    assert engine.stats.evidence >= 2, engine.stats
+    evidence = [decode(Evidence, r.value) for r in read_records(
+        kafka_settings, Topic.EVIDENCE.full_name(settings.topic_prefix), 10, 3)]  # fmt: skip
+    assert sorted(e.bed_id for e in evidence if e.finding is Finding.GRIMACE) == ["icu1-01", "icu1-02"]
+    for item in evidence:
+        image = cv2.imdecode(np.frombuffer(item.keyframe_jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        assert image.shape == (240, 320, 3)
+        assert item.window_start <= item.ts <= item.window_end
     letters = [decode(DeadLetter, r.value) for r in read_records(
         kafka_settings, Topic.DEAD_LETTER.full_name(settings.topic_prefix), 10, 3)]  # fmt: skip
     reasons = sorted(letter.reason for letter in letters)
@@ -88,3 +103,4 @@ def test_worker_publishes_detections_per_bed_and_dead_letters_bad_frames(
     assert any("header" in reason for reason in reasons), reasons  # the record without frame headers
     assert all(letter.stage == "inference" for letter in letters)
     assert engine.stats.frames == 80
+    assert engine.stats.evidence >= 2, engine.stats

@@ -14,6 +14,7 @@ from icu.contracts import (
     CameraStatus,
     ContractError,
     DeadLetter,
+    Evidence,
     Frame,
     Topic,
     Vitals,
@@ -198,3 +199,14 @@ def test_exported_schemas_accept_real_messages_and_reject_broken_ones():
     jsonschema.validate(headers, headers_schema)
     headers.pop("icu-bed")
     assert not jsonschema.Draft202012Validator(headers_schema).is_valid(headers)
+
+
+def test_evidence_keyframe_travels_as_base64_and_checks_its_grid():
+    evidence = samples.evidence()
+    body = json.loads(encode(evidence))
+    assert isinstance(body["keyframe_jpeg"], str)  # URL-safe base64 in JSON
+    assert decode(Evidence, encode(evidence)).keyframe_jpeg == evidence.keyframe_jpeg
+    with pytest.raises(ContractError, match="4 values for a 2x3 grid"):
+        decode(Evidence, json.dumps({**body, "saliency_cols": 3}).encode())
+    with pytest.raises(ContractError, match="ts must lie within"):
+        decode(Evidence, json.dumps({**body, "ts": "2026-01-01T00:00:00Z"}).encode())

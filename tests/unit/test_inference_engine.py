@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from icu.contracts import Frame, FrameHeader, make_frame
+from icu.contracts import Evidence, Finding, Frame, FrameHeader, make_frame
+from inference.data import to_model_input
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
-from inference.model import build_model
+from inference.model import TemporalNet, build_model
+from inference.train import predict_clip
 from simulator.bed import BedSimulation
 from simulator.scenario import load_scenario
 
@@ -40,10 +42,14 @@ def frames_of(
 
 @pytest.fixture
 def engine() -> InferenceEngine:
-    torch.manual_seed(0)
-    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=4)
-    return InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"),
+    return InferenceEngine(small_model(), config=EngineConfig(window_frames=32), device=torch.device("cpu"),
                            model_version="test-0")  # fmt: skip
+
+
+def small_model() -> TemporalNet:
+    # Receptive field 31 frames (fits the 32-frame window), lookahead 5 frames.
+    torch.manual_seed(0)
+    return build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=4, lookahead_frames=5)
 
 
 def test_detections_once_per_second_per_bed_after_two_seconds(engine: InferenceEngine) -> None:
@@ -54,9 +60,11 @@ def test_detections_once_per_second_per_bed_after_two_seconds(engine: InferenceE
         detections += engine.due(now=T0 + timedelta(seconds=10))
     per_bed = {bed: [d for d in detections if d.bed_id == bed] for bed in beds}
     for bed, mine in per_bed.items():
-        assert [d.seq for d in mine] == [19, 29, 39, 49], bed  # first at 2 s of video, then every 1 s
+        # Windows are cut at 2 s of video, then every 1 s (seq 19, 29, ...); each detection is for
+        # the frame its newest output describes, the lookahead (5 frames) before.
+        assert [d.seq for d in mine] == [14, 24, 34, 44], bed
         last = mine[-1]
-        assert last.ts == T0 + timedelta(seconds=4.9)
+        assert last.ts == T0 + timedelta(seconds=4.4)
         assert last.camera_id == f"{bed}-cam"
         assert last.model == "temporal-small"
         assert last.model_version == "test-0"
@@ -105,7 +113,7 @@ def test_late_repeated_and_too_dense_frames_are_skipped(engine: InferenceEngine)
     assert engine.stats.skipped == 3
     assert engine.stats.frames == 20
     engine.add(frames[20:], arrival=2.0)
-    assert [d.seq for d in engine.due()] == [19, 29]
+    assert [d.seq for d in engine.due()] == [14, 24]
 
 
 def test_a_clock_that_jumps_back_restarts_the_bed(engine: InferenceEngine) -> None:
@@ -122,5 +130,84 @@ def test_a_clock_that_jumps_back_restarts_the_bed(engine: InferenceEngine) -> No
     assert engine.stats.skipped == 19  # the 20th frame in a row from the past (2 s) restarts the bed
     detections = engine.due()
     assert detections
-    assert detections[-1].seq == 138  # 2 s of frames again (seq 119-138)
+    assert detections[-1].seq == 133  # 2 s of frames again (seq 119-138), less the lookahead
     assert detections[-1].ts < T0
+
+
+def test_live_detections_match_offline_predictions_over_the_whole_clip() -> None:
+    # A worker fed frame by frame computes what `icu eval` computes over the whole clip: the
+    # described frame's grimace/apnea, the hop's highest twitch, the same respiration rate.
+    model = small_model().eval()
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"),
+                             model_version="test-0")  # fmt: skip
+    frames = frames_of("icu1-07", 6, seed=8)
+    detections = []
+    for poll in range(0, 60, 10):
+        engine.add(frames[poll : poll + 10], arrival=float(poll))
+        detections += engine.due()
+    offline = predict_clip(model, np.stack([to_model_input(image, model.config) for _, image in frames]),
+                           torch.device("cpu"))  # fmt: skip
+    probabilities, rates = offline["probabilities"], offline["resp_rate"]
+    assert [d.seq for d in detections] == [14, 24, 34, 44, 54]
+    for d in detections:  # the first window, shorter than the receptive field, is padded alike
+        assert d.grimace == pytest.approx(probabilities[d.seq, 0], abs=1e-4)
+        assert d.apnea == pytest.approx(probabilities[d.seq, 2], abs=1e-4)
+        assert d.twitch == pytest.approx(probabilities[d.seq - 9 : d.seq + 1, 1].max(), abs=1e-4)
+        if d.resp_rate is not None:
+            assert d.resp_rate == pytest.approx(rates[d.seq], abs=0.01)
+
+
+def test_evidence_when_a_finding_starts_with_the_keyframe_and_attention() -> None:
+    model = small_model().eval()
+    grimace = 0
+    with torch.no_grad():
+        model.findings.bias[grimace] = 50.0  # grimace is reported on every frame from now on
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
+                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    frames = frames_of("icu1-08", 5, seed=9)
+    engine.add(frames[:20], arrival=0.0)
+    engine.due()
+    evidence = [e for e in engine.take_evidence() if e.finding is Finding.GRIMACE]
+    assert len(evidence) == 1
+    first = evidence[0]
+    # The first window (seq 0-19) describes frames 0-14; the hop is its last ten, from seq 5.
+    assert (first.seq, first.ts) == (5, T0 + timedelta(seconds=0.5))
+    assert first.window_start <= first.ts <= first.window_end == T0 + timedelta(seconds=1.9)
+    assert (first.saliency_rows, first.saliency_cols) == (12, 16)
+    assert len(first.saliency) == 12 * 16
+    assert sum(first.saliency) == pytest.approx(1.0, abs=1e-3)
+    image = cv2.imdecode(np.frombuffer(first.keyframe_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    assert image.shape == frames[5][1].shape
+    assert not np.array_equal(image, frames[5][1])  # the overlay is there
+    assert first.probability > 0.99
+    assert Evidence.model_validate_json(first.model_dump_json()) == first  # survives the wire
+
+    engine.add(frames[20:30], arrival=1.0)
+    engine.due()
+    assert engine.take_evidence() == []  # still on: no new evidence
+    with torch.no_grad():
+        model.findings.bias[grimace] = -50.0
+    engine.add(frames[30:40], arrival=2.0)
+    engine.due()
+    with torch.no_grad():
+        model.findings.bias[grimace] = 50.0
+    engine.add(frames[40:50], arrival=3.0)
+    engine.due()
+    again = [e for e in engine.take_evidence() if e.finding is Finding.GRIMACE]
+    assert [e.seq for e in again] == [35]  # off, then on again: a new start (described frames 30-39 -> 35-44)
+
+
+def test_evidence_is_rate_limited_per_bed_and_finding() -> None:
+    model = small_model().eval()
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=30.0),
+                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    frames = frames_of("icu1-09", 5, seed=10)
+    for poll, bias in zip(range(0, 50, 10), (50.0, -50.0, 50.0, -50.0, 50.0), strict=True):
+        with torch.no_grad():
+            model.findings.bias[0] = bias
+        engine.add(frames[poll : poll + 10], arrival=float(poll))
+        engine.due()
+    grimace = [e for e in engine.take_evidence() if e.finding is Finding.GRIMACE]
+    assert len(grimace) == 1
+    assert engine.stats.evidence_suppressed >= 1

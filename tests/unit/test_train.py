@@ -7,13 +7,15 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from icu.cli import main
+from inference.data import ClipBank, LoadedClip, augment
 from inference.metrics import FINDINGS
-from inference.model import build_model
-from inference.train import TrainError, learning_rate, load_variant, load_weights, train
+from inference.model import align_outputs, build_model
+from inference.train import TrainError, compute_loss, learning_rate, load_variant, load_weights, train
 from simulator.clips import plan_clip_set, write_clip
 
 
@@ -124,3 +126,51 @@ def test_icu_eval_scores_trained_weights_like_validation_does(
     assert state["history"][0]["val"]["clips"] == 1  # validated on its own split during training
     assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(tmp_path / "none.pt")]) == 2
     assert "no model file" in capsys.readouterr().err
+
+
+def test_outputs_are_mapped_back_onto_the_frames_they_describe() -> None:
+    values = torch.arange(6.0)[None, :, None]  # output t describes frame t - 2
+    assert align_outputs(values, 2)[0, :, 0].tolist() == [2, 3, 4, 5, 5, 5]  # the tail holds the last output
+    assert torch.equal(align_outputs(values, 0), values)
+
+
+def test_the_loss_scores_each_output_against_the_frame_it_describes() -> None:
+    targets = torch.zeros(1, 12, len(FINDINGS))
+    targets[0, 3:6, 0] = 1.0  # a grimace on frames 3-5
+    batch = {"findings": targets, "mask": torch.ones(1, 12, len(FINDINGS), dtype=torch.bool),
+             "resp_rate": torch.full((1, 12), float("nan"))}  # fmt: skip
+    shifted = torch.zeros_like(targets)
+    shifted[0, 5:8, 0] = 1.0  # outputs 5-7 describe frames 3-5 with a lookahead of 2
+    out = {"findings": shifted * 20 - 10, "resp_rate": torch.zeros(1, 12)}
+    aligned, _ = compute_loss(out, batch, lookahead=2)
+    misaligned, _ = compute_loss(out, batch, lookahead=0)
+    assert float(aligned) < 1e-3 < float(misaligned)
+
+
+def test_crops_pad_short_clips_and_mask_the_padding() -> None:
+    n = 5
+    clip = LoadedClip(
+        "c", 10.0, np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(6, 2).repeat(3, 3),
+        np.ones((n, len(FINDINGS)), np.float32), np.ones((n, len(FINDINGS)), bool), np.full(n, 12.0, np.float32),
+    )  # fmt: skip
+    bank = ClipBank([clip], torch.device("cpu"))
+    batch = bank.sample(count=2, frames=8, rng=np.random.default_rng(0))
+    assert batch["frames"].shape == (2, 8, 3, 4, 6)
+    # Three frames of padding (the first frame repeated), masked out of the loss.
+    assert (batch["frames"][0, :, 0, 0, 0] * 255).round().tolist() == [0, 0, 0, 0, 1, 2, 3, 4]
+    assert batch["mask"][0, :, 0].tolist() == [False] * 3 + [True] * 5
+    assert torch.isnan(batch["resp_rate"][0, :3]).all()
+    assert (batch["resp_rate"][0, 3:] == 12).all()
+    a = augment(batch["frames"].clone(), np.random.default_rng(1))
+    b = augment(batch["frames"].clone(), np.random.default_rng(1))
+    assert torch.equal(a, b)  # seeded: reproducible
+    assert a.shape == batch["frames"].shape
+    assert float(a.min()) >= 0
+    assert float(a.max()) <= 1
+
+
+def test_stop_after_ends_early_but_keeps_the_full_schedule(clips: Path, tmp_path: Path) -> None:
+    short = train(data=clips, config="temporal-tiny", out=tmp_path / "s", epochs=3, stop_after=1, progress=False)
+    full = train(data=clips, config="temporal-tiny", out=tmp_path / "f", epochs=3, progress=False)
+    assert short["epoch"] == 1
+    assert short["history"][0]["loss"] == full["history"][0]["loss"]  # the same first epoch as the full run

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduces the committed weights (inference/weights/temporal-small.pt): generates the training
+# and validation clips with the simulator, trains temporal-small on them, and scores the result
+# on freshly generated test and unseen splits. See MODEL_CARD.md for the figures this gave.
+#
+#   inference/reproduce-weights.sh WORKDIR
+#
+# ICU (default: icu) is the command that runs the CLI, e.g. ICU="python3 -m icu.cli".
+# STOP_AFTER ends training after that epoch (the committed run: 18, see MODEL_CARD.md);
+# MAX_MINUTES ends it on time instead.
+# Needs a GPU to finish in minutes; on a laptop CPU it takes days.
+set -euo pipefail
+work=${1:?usage: $0 WORKDIR}
+icu=${ICU:-icu}
+workers=${WORKERS:-$(nproc)}
+mkdir -p "$work"
+$icu sim clips --out "$work/clips/train" --n "${TRAIN_CLIPS:-800}" --seed 21 --split train --workers "$workers"
+$icu sim clips --out "$work/clips/val" --n "${VAL_CLIPS:-64}" --seed 22 --split val --workers "$workers"
+$icu train --data "$work/clips" --config temporal-small --out "$work/model" --workers "$workers" \
+  ${EPOCHS:+--epochs "$EPOCHS"} ${STOP_AFTER:+--stop-after "$STOP_AFTER"} ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"}
