@@ -1,0 +1,32 @@
+"""The committed weights: loaded by default, described honestly, the architecture the card says."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from inference.train import load_variant, load_weights
+from inference.worker import InferSettings, packaged_weights
+
+
+def test_the_worker_loads_the_packaged_weights_by_default() -> None:
+    path = InferSettings(kafka_bootstrap_servers="127.0.0.1:9").weights()
+    assert path == packaged_weights()
+    assert path.is_file()
+    assert path.stat().st_size < 5 * 1024 * 1024  # a few MB at most
+    model = load_weights(path)
+    config, _ = load_variant("temporal-small")
+    assert model.config == config  # trained with the config the repository ships
+    assert model.config.lookahead_frames == 20
+    assert model.config.receptive_field == 127
+    out = model(torch.rand(1, 30, 3, config.height, config.width))
+    assert out["findings"].shape == (1, 30, 3)
+
+
+def test_the_weights_record_says_synthetic_and_not_clinically_validated() -> None:
+    record = json.loads(packaged_weights().with_suffix(".json").read_text())
+    assert record["synthetic_training_data"] is True
+    assert record["clinically_validated"] is False
+    assert record["config"] == "temporal-small"
+    assert record["epoch"] == 17
