@@ -81,6 +81,8 @@ class Topic(StrEnum):
     DETECTIONS = "detections"
     EVIDENCE = "evidence"
     ALERTS = "alerts"
+    ALERTS_FHIR = "alerts-fhir"  # FHIR R4 resources, not an icu-watch contract (see docs/fhir.md)
+    ALERT_TICKS = "alert-ticks"  # the alerts app's own clock ticks per bed (internal)
     ALERT_ACKS = "alert-acks"
     CAMERA_STATUS = "camera-status"
     DEAD_LETTER = "dead-letter"
@@ -646,6 +648,10 @@ JSON_MODELS: Final[Mapping[Topic, type[Contract]]] = {
 ContractT = TypeVar("ContractT", bound=Contract)
 
 
+# Topics whose values are not icu-watch contracts.
+NON_CONTRACT_TOPICS: Final = frozenset({Topic.ALERTS_FHIR, Topic.ALERT_TICKS})
+
+
 def kafka_key(message: Contract | Frame) -> bytes | None:
     """The record key a message is published with: the bed, or for dead letters the original key."""
     if isinstance(message, DeadLetter):
@@ -674,6 +680,8 @@ def decode_record(topic: Topic, value: bytes | None, headers: KafkaHeaders | Non
     """Decode a record of any icu-watch topic according to that topic's contract."""
     if topic is Topic.FRAMES:
         return decode_frame(value, headers)
+    if topic not in JSON_MODELS:
+        raise ContractError(f"{topic.value} carries no icu-watch contract")
     return decode(JSON_MODELS[topic], value)
 
 

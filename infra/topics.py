@@ -82,6 +82,20 @@ TOPIC_SPECS: Mapping[Topic, TopicSpec] = {
             365 * DAY_MS,
         ),
         TopicSpec(
+            Topic.ALERTS_FHIR,
+            "every alert version as a FHIR R4 resource, for clinical systems",
+            "bed_id",
+            "FHIR R4 JSON (DetectedIssue, triggering Observations contained)",
+            365 * DAY_MS,
+        ),
+        TopicSpec(
+            Topic.ALERT_TICKS,
+            "internal to `icu alerts`: a tick per bed, so timers run where the bed's state is",
+            "bed_id",
+            "JSON {wall}",
+            HOUR_MS,
+        ),
+        TopicSpec(
             Topic.ALERT_ACKS,
             "clinician acknowledgements and snoozes",
             "bed_id",
