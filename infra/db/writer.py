@@ -5,9 +5,9 @@ row that is already there (a batch redelivered after a crash or rebalance: consu
 at-least-once), the unique index refuses it, the savepoint rolls back, and the batch goes
 the slow way instead: COPY into a per-session staging table, then one
 ``INSERT ... ON CONFLICT DO NOTHING``. So nothing is stored twice, and the common case costs
-one COPY. Alert versions and acknowledgements are
-low-volume and go through plain inserts with the same conflict rule; the ``alerts`` table of
-current states follows from ``alert_versions`` by trigger.
+one COPY. Evidence (keyframe JPEG and saliency grid) takes the same path. Alert versions and
+acknowledgements are low-volume and go through plain inserts with the same conflict rule; the
+``alerts`` table of current states follows from ``alert_versions`` by trigger.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg import sql
 
-from icu.contracts import Alert, AlertAck, CameraStatus, Contract, Detection, Vitals
+from icu.contracts import Alert, AlertAck, CameraStatus, Contract, Detection, Evidence, Vitals
 
 M = TypeVar("M", bound=Contract)
 Row = tuple[Any, ...]
@@ -93,6 +93,8 @@ DETECTIONS = CopyTarget[Detection](
         "baseline_resp_quality",
         "motion_energy",
         "twitch_burst",
+        "degraded",
+        "window_end",
         "inferred_at",
     ),
     lambda d: (
@@ -111,7 +113,47 @@ DETECTIONS = CopyTarget[Detection](
         d.baseline.resp_quality if d.baseline else None,
         d.baseline.motion_energy if d.baseline else None,
         d.baseline.twitch_burst if d.baseline else None,
+        d.degraded,
+        d.window_end,
         d.inferred_at,
+    ),
+)
+
+EVIDENCE = CopyTarget[Evidence](
+    "evidence",
+    (
+        "ts",
+        "bed_id",
+        "camera_id",
+        "finding",
+        "seq",
+        "window_start",
+        "window_end",
+        "probability",
+        "model",
+        "model_version",
+        "saliency_rows",
+        "saliency_cols",
+        "saliency",
+        "keyframe_jpeg",
+        "inferred_at",
+    ),
+    lambda e: (
+        e.ts,
+        e.bed_id,
+        e.camera_id,
+        e.finding.value,
+        e.seq,
+        e.window_start,
+        e.window_end,
+        e.probability,
+        e.model,
+        e.model_version,
+        e.saliency_rows,
+        e.saliency_cols,
+        e.saliency,  # a list of floats: COPY text format spells it as an array literal
+        e.keyframe_jpeg,  # bytes: COPY text format spells it as bytea hex
+        e.inferred_at,
     ),
 )
 
@@ -183,6 +225,11 @@ class DatabaseWriter:
 
     def write_camera_status(self, batch: Sequence[CameraStatus]) -> int:
         return self.copy(CAMERA_STATUS, batch)
+
+    def write_evidence(self, batch: Sequence[Evidence]) -> int:
+        """Evidence rows, keyframe JPEG (bytea) and saliency grid (real[]) included; idempotent
+        on (bed_id, finding, ts, model)."""
+        return self.copy(EVIDENCE, batch)
 
     def copy(self, target: CopyTarget[M], batch: Sequence[M]) -> int:
         """COPY ``batch`` in; returns how many rows were new (duplicates are skipped)."""
