@@ -52,13 +52,15 @@ def test_twitch_marks_short_bursts_not_long_movement_or_noise() -> None:
 
 def test_icu_eval_scores_the_baseline_on_a_clip_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clips = tmp_path / "clips"
-    cases = [(14.0, [{"kind": "apnea", "onset_s": 15, "duration_s": 15}]), (22.0, []), (10.0, [])]
-    for i, (rr, episodes) in enumerate(cases):
+    # Patients whose chest motion the baseline reads. Not every simulated patient is one: the
+    # patient of seed 4, for one, gives no rate from one H.264 encode and a harmonic from the next
+    # (the encoder is not bit-reproducible). The README's leaderboard reports the baseline over
+    # many patients; this test checks the command and the figures on readable ones.
+    cases = [(14.0, [{"kind": "apnea", "onset_s": 15, "duration_s": 15}], 3), (22.0, [], 13), (10.0, [], 5)]
+    for i, (rr, episodes, seed) in enumerate(cases):
         scenario = parse_scenario({"name": f"c{i}", "duration_s": 40, "baseline": {"rr": rr}, "episodes": episodes},
                                   source="test")  # fmt: skip
-        write_clip(
-            ClipSpec(f"c{i}", scenario, seed=3 + i, split="test", index=i, fps=FPS, width=320, height=240), clips
-        )
+        write_clip(ClipSpec(f"c{i}", scenario, seed=seed, split="test", index=i, fps=FPS, width=320, height=240), clips)
     out = tmp_path / "eval.json"
     assert main(["eval", "--data", str(clips), "--model", "classical", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -67,12 +69,12 @@ def test_icu_eval_scores_the_baseline_on_a_clip_directory(tmp_path: Path, capsys
     assert (result["clips"], result["frames"]) == (3, 1200)
     assert result["grimace"] is None  # the baseline has no face model
     assert set(result["apnea"]) == {"precision", "recall", "f1", "edit", "f1_at_50"}
-    # Measured on these clips: apnea F1 0.91, RR MAE 0.25 breaths/min at 46% coverage.
+    # Measured on these clips: apnea F1 0.91, RR MAE 0.21 breaths/min, all within 2, at 84% coverage.
     assert result["apnea"]["f1"] >= 0.8
     assert result["apnea"]["f1_at_50"] == 1.0
     assert result["resp_rate"]["mae_bpm"] <= 1.0
     assert result["resp_rate"]["within_2bpm"] >= 0.9
-    assert result["resp_rate"]["coverage"] >= 0.3
+    assert result["resp_rate"]["coverage"] >= 0.6
     assert result["fps"] > 0
 
 
