@@ -1,0 +1,245 @@
+"""`icu alerts`: the Faust stream processor that turns vitals and video findings into alerts.
+
+A thin adapter around the pure core (:mod:`alerts.processor`): one agent consumes ``vitals``,
+``detections``, ``camera-status``, ``alert-acks`` and the app's own ``alert-ticks`` (all keyed
+by bed and equally partitioned, so a bed's messages and its state meet in one worker), keeps
+each bed's :class:`~alerts.processor.BedRecord` in a table (recovered from its changelog after
+a restart), and publishes every alert version on ``alerts`` and as FHIR on ``alerts-fhir``.
+
+A timer sends each local bed a tick every ``ICU_ALERTS_TICK_S``, through the ticks topic (a
+Faust table can only change inside the stream, at the partition of the event being processed):
+ticks move the bed's clock on between messages, for escalations, snooze ends, resolutions and
+stale vitals. At-least-once (the embedded broker cannot do Faust's exactly-once): a worker
+that crashes reprocesses some messages against the state it recovered; alert ids and versions
+are deterministic, so consumers upserting on (alert_id, version) see each version once.
+
+Each bed's live state stays in the worker's memory; the table gets a snapshot whenever one of
+the bed's alerts changes and otherwise at most every ``ICU_ALERTS_SNAPSHOT_S`` (writing the whole
+state at every message would cost more than the rules). So a crash can leave up to that much of
+a bed's recent readings out of its rolling windows after recovery, never an alert change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from pydantic import Field
+
+from alerts.fhir import encode_fhir
+from alerts.lifecycle import LifecycleSettings
+from alerts.processor import AlertProcessor, BedRecord
+from alerts.rules import RuleThresholds
+from icu.contracts import (
+    Alert,
+    AlertAck,
+    CameraStatus,
+    ContractError,
+    DeadLetter,
+    Detection,
+    Topic,
+    Vitals,
+    decode,
+    encode,
+)
+from infra.settings import TopicsAdminSettings, default_state_dir
+
+log = logging.getLogger(__name__)
+
+STAGE = "alerts"
+INPUTS: dict[Topic, type[Vitals] | type[Detection] | type[CameraStatus] | type[AlertAck]] = {
+    Topic.VITALS: Vitals,
+    Topic.DETECTIONS: Detection,
+    Topic.CAMERA_STATUS: CameraStatus,
+    Topic.ALERT_ACKS: AlertAck,
+}
+
+
+class AlertSettings(TopicsAdminSettings):
+    """`icu alerts`: the stream processor's identity, timings and rule thresholds."""
+
+    alerts_app_id: str = Field(default="icu-alerts", min_length=1, description="Faust app id (consumer group).")
+    alerts_web_port: int = Field(default=6066, ge=1, le=65535, description="Faust's web port on 127.0.0.1.")
+    alerts_tick_s: float = Field(default=1.0, gt=0, le=60, description="How often each bed's clock is moved on.")
+    alerts_snapshot_s: float = Field(
+        default=1.0, ge=0, le=60, description="Most time between state snapshots per bed (also at each alert change)."
+    )
+    alerts_data_dir: Path = Field(
+        default_factory=lambda: default_state_dir() / "alerts", description="Faust's data directory."
+    )
+    alert_hold_s: float = Field(default=60.0, ge=0, le=3600, description="Clear this long before resolving.")
+    alert_escalate_high_s: float = Field(default=30.0, gt=0, description="Unacknowledged high alert escalates.")
+    alert_escalate_medium_s: float = Field(default=120.0, gt=0, description="Unacknowledged medium alert escalates.")
+    alert_escalate_low_s: float = Field(default=600.0, gt=0, description="Unacknowledged low alert escalates.")
+    alert_max_escalation: int = Field(default=3, ge=0, le=100, description="Highest escalation level.")
+    alert_max_snooze_s: int = Field(default=1800, ge=60, le=3600, description="Snoozes are capped at this.")
+    alert_apnea_s: float = Field(default=20.0, ge=5, le=120, description="Video apnea this long raises.")
+    alert_vitals_stale_s: float = Field(default=300.0, ge=30, description="No vitals this long: VITALS_STALE.")
+
+    def processor(self) -> AlertProcessor:
+        return AlertProcessor(
+            thresholds=RuleThresholds(apnea_s=self.alert_apnea_s, vitals_stale_s=self.alert_vitals_stale_s),
+            lifecycle=LifecycleSettings(
+                hold_s=self.alert_hold_s,
+                escalate_after_s={
+                    "high": self.alert_escalate_high_s,
+                    "medium": self.alert_escalate_medium_s,
+                    "low": self.alert_escalate_low_s,
+                    "info": 3600.0,
+                },
+                max_escalation=self.alert_max_escalation,
+                max_snooze_s=self.alert_max_snooze_s,
+            ),
+        )
+
+
+class AlertsStats:
+    def __init__(self) -> None:
+        self.messages = 0
+        self.versions = 0
+        self.dead_lettered = 0
+        self.acks_ignored = 0
+
+
+def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
+    prefix = settings.topic_prefix
+    servers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",") if s.strip())
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Faust's own progress chatter (recovery tables, service starts) buries the alerts at INFO.
+        for noisy in ("faust", "mode", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    app = faust.App(
+        # Prefixed, so deployments sharing a cluster keep apart groups and changelog topics.
+        f"{prefix}-{settings.alerts_app_id}",
+        broker=servers,
+        store="memory://",  # the table lives in memory and is rebuilt from its changelog
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_port=settings.alerts_web_port,
+        broker_session_timeout=max(6.0, settings.kafka_session_timeout_ms / 1000),
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(settings.alerts_data_dir),
+    )
+    processor = settings.processor()
+    stats = AlertsStats()
+    names = {topic.full_name(prefix): topic for topic in INPUTS}
+    ticks_name = Topic.ALERT_TICKS.full_name(prefix)
+    source = app.topic(*names, ticks_name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    ticks = app.topic(ticks_name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    alerts_topic = app.topic(Topic.ALERTS.full_name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw")
+    fhir_topic = app.topic(Topic.ALERTS_FHIR.full_name(prefix), key_type=bytes, value_type=bytes,
+                           value_serializer="raw")  # fmt: skip
+    dead_topic = app.topic(Topic.DEAD_LETTER.full_name(prefix), key_type=bytes, value_type=bytes,
+                           value_serializer="raw")  # fmt: skip
+    beds = app.Table("bed-alert-state", default=None, partitions=settings.topic_partitions)  # JSON values
+
+    async def publish(versions: list[Alert]) -> None:
+        for version in versions:
+            await alerts_topic.send(key=version.key(), value=encode(version))
+            await fhir_topic.send(key=version.key(), value=encode_fhir(version))
+            stats.versions += 1
+            log.log(logging.WARNING if version.version == 1 else logging.INFO,
+                    "bed %s: %s %s v%d %s (%s)", version.bed_id, version.code, version.priority.value,
+                    version.version, version.state.value, version.explanation)  # fmt: skip
+
+    async def reject(event: Any, reason: str, error_type: str) -> None:
+        message = event.message
+        letter = DeadLetter.of(
+            ts=datetime.now(UTC),
+            stage=STAGE,
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=event.key,
+            value=event.value,
+            headers=[(k, v) for k, v in (message.headers or [])],
+            reason=reason,
+            error_type=error_type,
+        )
+        await dead_topic.send(key=event.key, value=encode(letter))
+        stats.dead_lettered += 1
+        log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+
+    # The live state of each bed is kept here; the table (and its changelog) gets a snapshot
+    # when an alert changes and otherwise at most every ICU_ALERTS_SNAPSHOT_S per bed: writing
+    # the whole state at every message would cost more than the rules. A snapshot carries a
+    # revision, so a bed whose partition went to another worker and came back is reloaded.
+    cache: dict[str, tuple[BedRecord, int, float]] = {}  # bed -> (record, revision, last snapshot)
+
+    def load(key: str) -> tuple[BedRecord, int, float] | None:
+        stored = beds.get(key)
+        revision = int(stored.get("rev", 0)) if stored is not None else 0
+        cached = cache.get(key)
+        if cached is not None and cached[1] == revision:
+            return cached
+        if stored is None:
+            return None
+        record = BedRecord.from_dict(stored)
+        # The worker's own downtime is not the patient's silence: a bed reloaded after a restart
+        # or rebalance starts as just heard from, so ticks do not jump its clock over the backlog.
+        wall = time.time()
+        record.arrival = wall
+        record.seen = dict.fromkeys(record.seen, wall)
+        return record, revision, 0.0
+
+    def save(key: str, record: BedRecord, revision: int, snapshot_at: float, *, changed: bool) -> None:
+        wall = time.monotonic()
+        if changed or wall - snapshot_at >= settings.alerts_snapshot_s:
+            revision += 1
+            beds[key] = {**record.to_dict(), "rev": revision}
+            snapshot_at = wall
+        cache[key] = (record, revision, snapshot_at)
+
+    @app.agent(source)
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
+            topic = names.get(event.message.topic)
+            if key is None:
+                await reject(event, "record has no key (expected the bed id)", "contract")
+                continue
+            loaded = load(key)
+            if event.message.topic == ticks_name:
+                if loaded is None:
+                    continue  # a bed this worker no longer has
+                record, revision, snapshot_at = loaded
+                versions = processor.on_tick(record, wall=time.time())
+            else:
+                assert topic is not None
+                try:
+                    message = decode(INPUTS[topic], event.value)
+                except ContractError as exc:
+                    await reject(event, str(exc), "contract")
+                    continue
+                if message.bed_id != key:
+                    await reject(event, f"key {key!r} is not the message's bed_id {message.bed_id!r}", "contract")
+                    continue
+                record, revision, snapshot_at = loaded if loaded is not None else (BedRecord.new(key), 0, 0.0)
+                if isinstance(message, AlertAck):
+                    versions, problem = processor.on_ack(record, message, wall=time.time())
+                    if problem is not None:
+                        stats.acks_ignored += 1
+                        log.info("ack %s for alert %s on bed %s kept in the audit trail only: %s",
+                                 message.ack_id, message.alert_id, key, problem)  # fmt: skip
+                else:
+                    versions = processor.on_message(record, message, wall=time.time())
+                stats.messages += 1
+            save(key, record, revision, snapshot_at, changed=bool(versions))
+            await publish(versions)
+
+    @app.timer(settings.alerts_tick_s)
+    async def tick() -> None:
+        for key in list(beds.keys() | cache.keys()):
+            await ticks.send(key=key.encode(), value=json.dumps({"wall": time.time()}).encode())
+
+    return app, stats

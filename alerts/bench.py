@@ -1,0 +1,211 @@
+"""`icu bench alerts`: what one alerts worker sustains, and how fast an alert follows its cause.
+
+- **sustained**: ``beds`` simulated beds' vitals and 1 Hz detections (a stable course, so the
+  rules run but raise nothing) are published first; then one `icu alerts` worker (a real
+  process, Faust, at-least-once) consumes them, and its committed offsets are polled until it
+  has processed everything: messages/s between its first and last commit.
+- **limit**: the raw consume-produce loop over the same records with kafka-python (poll,
+  produce one record per record, commit): messages/s, in the same run.
+- **latency**: with the worker caught up, ``latency_beds`` beds send live vitals at 1 Hz; each
+  turns severe (NEWS2 7+) at a random moment. Because monitored numbers are scored as the median
+  of the last minute (a motion artefact does not raise), the alert comes from the reading that
+  moves the median across the band, about 30 s after the change: latency is measured from the
+  wall time that reading was sent to the wall time the alert version arrives on ``alerts``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from alerts.scenario_feed import scenario_messages
+from icu.contracts import Alert, Topic, Vitals, decode, encode
+from icu.kafka import close_producer, create_producer
+from infra.broker import EmbeddedBroker
+from infra.settings import TopicsAdminSettings
+from infra.topics import create_topics
+from simulator.scenario import load_scenario
+
+INPUT_TOPICS = (Topic.VITALS, Topic.DETECTIONS)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _publish_backlog(settings: TopicsAdminSettings, beds: int, seconds: float) -> dict[TopicPartition, int]:
+    """Publish the stable course of ``beds`` beds; returns the end offset per partition."""
+    producer = create_producer(settings, linger_ms=20, batch_size=512 * 1024)
+    start = datetime.now(UTC) - timedelta(seconds=seconds + 60)
+    futures = []
+    scenario = load_scenario("stable")
+    for bed in range(beds):
+        for message in scenario_messages(scenario, bed_id=f"bench-{bed:03d}", start=start, seed=bed,
+                                         duration_s=seconds):  # fmt: skip
+            topic = message.topic.full_name(settings.topic_prefix)
+            futures.append(producer.send(topic, key=message.key(), value=encode(message)))
+    producer.flush()
+    ends: dict[TopicPartition, int] = {}
+    for future in futures:
+        meta = future.get(timeout=30)
+        tp = TopicPartition(meta.topic, meta.partition)
+        ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+    close_producer(producer, 10)
+    return ends
+
+
+def _committed_total(settings: TopicsAdminSettings, group: str, partitions: list[TopicPartition]) -> int:
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(tp) or 0 for tp in partitions)
+    finally:
+        consumer.close()
+
+
+def _wait_consumed(
+    settings: TopicsAdminSettings, group: str, ends: dict[TopicPartition, int], timeout_s: float
+) -> dict[str, float]:
+    total = sum(ends.values())
+    partitions = list(ends)
+    first_t = first_n = None
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while time.monotonic() < deadline:
+        done = _committed_total(settings, group, partitions)
+        now = time.monotonic()
+        if done > 0 and first_t is None:
+            first_t, first_n = now, done
+        if done >= total:
+            break
+        time.sleep(0.25)
+    if first_t is None or first_n is None or done < total:
+        raise RuntimeError(f"the worker did not consume the backlog in {timeout_s:.0f} s ({done} of {total})")
+    elapsed = time.monotonic() - first_t
+    return {"messages": total, "messages_per_s": round((total - first_n) / elapsed, 1) if elapsed > 0 else 0.0}
+
+
+def _raw_loop(settings: TopicsAdminSettings, ends: dict[TopicPartition, int]) -> float:
+    """kafka-python: poll, produce one record per record, commit; messages/s."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=f"{settings.topic_prefix}-raw",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=settings.kafka_session_timeout_ms)  # fmt: skip
+    consumer.subscribe([t.full_name(settings.topic_prefix) for t in INPUT_TOPICS])
+    producer = create_producer(settings, linger_ms=5)
+    out = f"{settings.topic_prefix}.bench-raw-out"
+    total = sum(ends.values())
+    seen = 0
+    began: float | None = None
+    deadline = time.monotonic() + 300
+    while seen < total and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=500, max_records=2000)
+        for records in batch.values():
+            if began is None:
+                began = time.monotonic()
+            for record in records:
+                producer.send(out, key=record.key, value=record.value)
+            seen += len(records)
+        if batch:
+            producer.flush()
+            consumer.commit()
+    elapsed = time.monotonic() - (began or time.monotonic())
+    consumer.close()
+    close_producer(producer, 10)
+    return round(seen / elapsed, 1) if elapsed > 0 else 0.0
+
+
+def _latency(settings: TopicsAdminSettings, beds: int, seconds: float, rng: random.Random) -> list[float]:
+    alerts_topic = Topic.ALERTS.full_name(settings.topic_prefix)
+    received: dict[tuple[str, str], float] = {}  # (bed, raised_at) -> wall time the version arrived
+    stop = threading.Event()
+
+    def listen() -> None:
+        consumer = KafkaConsumer(alerts_topic, **settings.kafka_client_config(), group_id=None,
+                                 auto_offset_reset="latest")  # fmt: skip
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                arrived = time.time()
+                for record in records:
+                    alert = decode(Alert, record.value)
+                    if alert.version == 1 and alert.code == "NEWS2":
+                        received.setdefault((alert.bed_id, alert.raised_at.isoformat()), arrived)
+        consumer.close()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(3)  # the listener's partitions assigned at the latest offsets
+    producer = create_producer(settings, linger_ms=0)
+    topic = Topic.VITALS.full_name(settings.topic_prefix)
+    onset = {f"live-{b:03d}": rng.uniform(3, 10) for b in range(beds)}
+    sent: dict[tuple[str, str], float] = {}
+    began = time.monotonic()
+    for second in range(int(seconds)):
+        delay = began + second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        now = datetime.now(UTC)
+        for bed, turn in onset.items():
+            severe = second >= turn
+            vitals = Vitals(bed_id=bed, ts=now, source="bench", hr=135 if severe else 72, rr=30 if severe else 15,
+                            spo2=90 if severe else 97, sbp=88 if severe else 122, temp_c=36.8,
+                            consciousness="A", on_oxygen=False)  # fmt: skip
+            producer.send(topic, key=vitals.key(), value=encode(vitals))
+            sent[(bed, now.isoformat())] = time.time()
+        producer.flush()
+    time.sleep(5)
+    stop.set()
+    listener.join(timeout=5)
+    close_producer(producer, 10)
+    return [(arrived - sent[key]) * 1000 for key, arrived in received.items() if key in sent]
+
+
+def bench_alerts(*, beds: int = 100, seconds: float = 300.0, latency_beds: int = 20, seed: int = 0) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="icu-bench-alerts-") as tmp, EmbeddedBroker(port=0) as broker:
+        settings = TopicsAdminSettings(kafka_bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench")
+        create_topics(settings)
+        ends = _publish_backlog(settings, beds, seconds)
+        env = {**os.environ, "ICU_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "ICU_TOPIC_PREFIX": "bench",
+               "ICU_ALERTS_WEB_PORT": str(_free_port()), "ICU_ALERTS_DATA_DIR": str(Path(tmp) / "faust"),
+               "ICU_LOG_LEVEL": "WARNING"}  # fmt: skip
+        log = (Path(tmp) / "alerts.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "icu.cli", "alerts"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            sustained = _wait_consumed(settings, "bench-icu-alerts", ends, timeout_s=600)
+            latencies = _latency(settings, latency_beds, 60.0, random.Random(seed))  # noqa: S311 (test timing, not crypto)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            log.close()
+        raw = _raw_loop(settings, ends)
+    p50 = statistics.median(latencies) if latencies else None
+    p99 = sorted(latencies)[max(0, round(0.99 * len(latencies)) - 1)] if latencies else None
+    return {
+        "beds": beds,
+        "seconds_of_data": seconds,
+        "worker_messages": sustained["messages"],
+        "worker_messages_per_s": sustained["messages_per_s"],
+        "raw_consume_produce_messages_per_s": raw,
+        "worker_over_raw": round(sustained["messages_per_s"] / raw, 3) if raw else None,
+        "latency_alerts": len(latencies),
+        "vitals_to_alert_p50_ms": None if p50 is None else round(p50, 1),
+        "vitals_to_alert_p99_ms": None if p99 is None else round(p99, 1),
+        "targets": {"messages_per_s": 5000, "p99_ms": 1000},
+    }

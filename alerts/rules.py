@@ -1,0 +1,438 @@
+"""The alert rules: per-bed state in, the conditions that hold now out. Pure: no Kafka, no clock.
+
+A bed's :class:`BedState` keeps what the rules need, bounded: the latest value of each vital
+with its time, NEWS2 once a minute for the last hour, the last few minutes of video detections,
+the current video apnea episode and the camera's state. :func:`evaluate` reads it at a given
+time and returns the conditions that hold, each with its rule code, priority (IEC 60601-1-8),
+kind (physiological or technical) and an explanation a nurse can read at 3 a.m. The lifecycle
+(raise, escalate, acknowledge, resolve) is :mod:`alerts.lifecycle`'s job.
+
+Rules (thresholds in :class:`RuleThresholds`, set by ``ICU_ALERT_*``):
+
+- ``NEWS2``: aggregate 7+ high, 5-6 medium, a single parameter scoring 3 medium (RCP: urgent
+  response). Vitals older than ``vitals_stale_s`` are not scored. When the monitor's RR is
+  missing or stale, a recent video respiration rate of good quality stands in, marked
+  ``rr_source: video``.
+- ``APNEA_VIDEO``: video apnea probability >= 0.5 for ``apnea_s`` (20 s) running: high.
+- ``SEIZURE_VIDEO``: twitching in at least ``seizure_share`` of the last ``seizure_window_s``
+  seconds (rhythmic, sustained): high.
+- ``JERK_CLUSTER``: ``jerk_count`` or more separate twitch episodes in ``jerk_window_s``,
+  short of the seizure pattern: medium.
+- ``PAIN_SUSTAINED``: grimace in at least ``pain_share`` of the last ``pain_window_s``: low
+  (pain assessment due), medium when heart rate or systolic pressure rose ``pain_rise_pct``
+  over the bed's baseline at the same time.
+- ``DETERIORATION_TREND``: NEWS2 up ``trend_news2_rise`` points within the hour, or the video
+  respiration rate up ``trend_rr_rise`` breaths/min over ``trend_window_s``: medium.
+- Technical, kept apart: ``CAMERA_LOST`` (camera lost or stopped), ``VITALS_STALE`` (no vitals
+  for ``vitals_stale_s``), ``VIDEO_QUALITY_LOW`` (most detections made from windows with missing
+  frames): low.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from alerts.news2 import News2, News2Error, score_news2
+from icu.contracts import AlertKind, AlertPriority, CameraState, CameraStatus, Detection, Vitals
+
+VITAL_NAMES = ("hr", "rr", "spo2", "sbp", "temp_c", "on_oxygen", "consciousness")
+SMOOTHED = ("hr", "rr", "spo2", "sbp")  # monitored numbers: scored as the median of the last minute
+# How long a reading stands for the patient: continuous monitoring goes stale within minutes;
+# cuff pressure, temperature, oxygen and ACVPU are charted every so often and last longer.
+STALE_AFTER_S = {"hr": 300.0, "rr": 300.0, "spo2": 300.0, "sbp": 3600.0, "temp_c": 14400.0, "on_oxygen": 14400.0,
+                 "consciousness": 14400.0}  # fmt: skip
+FINDING_THRESHOLD = 0.5
+VIDEO_KEEP_S = 600.0  # detections kept per bed: the longest rule window, with room
+NEWS2_KEEP_S = 3600.0
+
+
+@dataclass(frozen=True)
+class RuleThresholds:
+    vitals_stale_s: float = 300.0
+    smooth_s: float = 60.0
+    video_rr_max_age_s: float = 30.0
+    video_rr_min_quality: float = 0.5
+    apnea_s: float = 20.0
+    seizure_window_s: float = 10.0
+    seizure_share: float = 0.8
+    jerk_window_s: float = 300.0
+    jerk_count: int = 5
+    pain_window_s: float = 120.0
+    pain_share: float = 0.2
+    pain_min_s: float = 60.0
+    pain_rise_pct: float = 15.0
+    trend_news2_rise: int = 3
+    trend_window_s: float = 600.0
+    trend_rr_rise: float = 8.0
+    quality_window_s: float = 120.0
+    quality_bad_share: float = 0.8
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule that holds now."""
+
+    code: str
+    priority: AlertPriority
+    kind: AlertKind
+    explanation: str
+    evidence: dict[str, Any]
+    news2: int | None = None
+
+
+@dataclass
+class VideoSample:
+    t: float
+    grimace: float
+    twitch: float
+    apnea: float
+    resp_rate: float | None
+    quality: float | None
+    degraded: bool
+
+
+@dataclass
+class BedState:
+    """Everything the rules know about one bed; JSON-serialisable (it lives in a Faust table)."""
+
+    bed_id: str
+    clock: float = 0.0  # the newest event time seen, POSIX seconds
+    vitals: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)  # name -> [(time, value)], last minute
+    spo2_scale: int = 1
+    last_vitals_t: float | None = None
+    news2: list[tuple[float, int]] = field(default_factory=list)  # (time, score), ~1 per minute
+    hr_history: list[tuple[float, float]] = field(default_factory=list)
+    sbp_history: list[tuple[float, float]] = field(default_factory=list)
+    video: list[VideoSample] = field(default_factory=list)
+    apnea_since: float | None = None
+    camera_state: str | None = None
+    camera_t: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # By hand, not dataclasses.asdict: this runs for every snapshot of every bed, and asdict
+        # deep-copies each of the hundreds of samples.
+        return {
+            "bed_id": self.bed_id,
+            "clock": self.clock,
+            "vitals": {k: [list(p) for p in series] for k, series in self.vitals.items()},
+            "spo2_scale": self.spo2_scale,
+            "last_vitals_t": self.last_vitals_t,
+            "news2": [list(p) for p in self.news2],
+            "hr_history": [list(p) for p in self.hr_history],
+            "sbp_history": [list(p) for p in self.sbp_history],
+            "video": [[v.t, v.grimace, v.twitch, v.apnea, v.resp_rate, v.quality, v.degraded] for v in self.video],
+            "apnea_since": self.apnea_since,
+            "camera_state": self.camera_state,
+            "camera_t": self.camera_t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BedState:
+        values = dict(data)
+        values["vitals"] = {k: [(float(t), v) for t, v in series] for k, series in values.get("vitals", {}).items()}
+        values["news2"] = [(float(t), int(s)) for t, s in values.get("news2", [])]
+        values["hr_history"] = [(float(t), float(v)) for t, v in values.get("hr_history", [])]
+        values["sbp_history"] = [(float(t), float(v)) for t, v in values.get("sbp_history", [])]
+        values["video"] = [VideoSample(*v) for v in values.get("video", [])]
+        return cls(**values)
+
+
+# --- state updates -----------------------------------------------------------------------------
+
+
+def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> None:
+    t = vitals.ts.timestamp()
+    for name in VITAL_NAMES:
+        value = getattr(vitals, name)
+        if value is None:
+            continue
+        series = state.vitals.setdefault(name, [])
+        if series and t < series[-1][0]:
+            continue  # late reading: the series stays in time order
+        series.append((t, value.value if hasattr(value, "value") else value))
+        # Keep the last minute, and always the newest reading (intermittent ones last longer).
+        series[:] = [(ts, v) for ts, v in series if ts >= t - thresholds.smooth_s] or series[-1:]
+    state.spo2_scale = vitals.spo2_scale
+    state.last_vitals_t = max(state.last_vitals_t or t, t)
+    if vitals.hr is not None:
+        _append_series(state.hr_history, t, vitals.hr, keep_s=NEWS2_KEEP_S, every_s=30.0)
+    if vitals.sbp is not None:
+        _append_series(state.sbp_history, t, vitals.sbp, keep_s=NEWS2_KEEP_S, every_s=30.0)
+    state.clock = max(state.clock, t)
+    score = current_news2(state, thresholds)
+    if score is not None and score.complete and (not state.news2 or t - state.news2[-1][0] >= 60.0):
+        state.news2.append((t, score.score))  # once a minute, from smoothed vitals: a trend, not noise
+        state.news2[:] = [(ts, s) for ts, s in state.news2 if ts >= t - NEWS2_KEEP_S]
+
+
+def _append_series(series: list[tuple[float, float]], t: float, value: float, *, keep_s: float, every_s: float) -> None:
+    if not series or t - series[-1][0] >= every_s:
+        series.append((t, value))
+    series[:] = [(ts, v) for ts, v in series if ts >= t - keep_s]
+
+
+def add_detection(state: BedState, detection: Detection) -> None:
+    t = detection.ts.timestamp()
+    if state.video and t <= state.video[-1].t:
+        return  # a redelivered or late detection: the rules read a time-ordered series
+    quality = detection.baseline.resp_quality if detection.baseline else None
+    state.video.append(
+        VideoSample(
+            t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded
+        )
+    )
+    cutoff = t - VIDEO_KEEP_S
+    if state.video[0].t < cutoff:
+        state.video[:] = [s for s in state.video if s.t >= cutoff]
+    if detection.apnea >= FINDING_THRESHOLD:
+        if state.apnea_since is None:
+            state.apnea_since = t
+    else:
+        state.apnea_since = None
+    state.clock = max(state.clock, t)
+
+
+def add_camera_status(state: BedState, status: CameraStatus) -> None:
+    t = status.ts.timestamp()
+    if state.camera_t is None or t >= state.camera_t:
+        state.camera_state, state.camera_t = status.state.value, t
+    state.clock = max(state.clock, t)
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+def _fresh(state: BedState, name: str, now: float, thresholds: RuleThresholds) -> Any:
+    """The value a vital stands at: the median of the last minute's readings for monitored
+    numbers (a motion artefact or a probe slipping for a few seconds does not score), the newest
+    reading for charted ones; None once stale."""
+    series = state.vitals.get(name)
+    if not series or now - series[-1][0] > STALE_AFTER_S.get(name, thresholds.vitals_stale_s):
+        return None
+    if name in SMOOTHED:
+        recent = [v for t, v in series if t >= now - thresholds.smooth_s] or [series[-1][1]]
+        return round(float(statistics.median(recent)), 1)
+    return series[-1][1]
+
+
+def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float | None:
+    """The newest learned video respiration rate, if recent and the signal is good."""
+    for sample in reversed(state.video):
+        if now - sample.t > thresholds.video_rr_max_age_s:
+            return None
+        usable = sample.resp_rate is not None and not sample.degraded and sample.apnea < FINDING_THRESHOLD
+        if usable and (sample.quality is None or sample.quality >= thresholds.video_rr_min_quality):
+            return sample.resp_rate
+    return None
+
+
+def current_news2(state: BedState, thresholds: RuleThresholds, now: float | None = None) -> News2 | None:
+    """NEWS2 of the bed's fresh vitals (video RR standing in for a missing monitor RR)."""
+    at = state.clock if now is None else now
+    values = {name: _fresh(state, name, at, thresholds) for name in VITAL_NAMES}
+    if all(v is None for v in values.values()):
+        return None
+    rr = values["rr"]
+    if rr is None:
+        rr = video_rate(state, at, thresholds)
+    arguments: dict[str, Any] = {
+        "rr": rr,
+        "spo2": values["spo2"],
+        "spo2_scale": 2 if state.spo2_scale == 2 else 1,
+        "on_oxygen": values["on_oxygen"],
+        "sbp": values["sbp"],
+        "hr": values["hr"],
+        "consciousness": values["consciousness"],
+        "temp_c": values["temp_c"],
+    }
+    try:
+        return score_news2(**arguments)
+    except News2Error:
+        # SpO2 on scale 2 above 92% scores by oxygen, which the monitor did not say: leave SpO2 out.
+        arguments["spo2"] = None
+        return score_news2(**arguments)
+
+
+def evaluate(state: BedState, now: float, thresholds: RuleThresholds) -> list[Condition]:
+    """The conditions that hold for the bed at ``now`` (POSIX seconds)."""
+    conditions = [
+        *_news2_rules(state, now, thresholds),
+        *_video_rules(state, now, thresholds),
+        *_technical_rules(state, now, thresholds),
+    ]
+    return conditions
+
+
+def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Iterable[Condition]:
+    score = current_news2(state, thresholds, now)
+    if score is None:
+        return
+    evidence: dict[str, Any] = {name: _fresh(state, name, now, thresholds) for name in VITAL_NAMES}
+    evidence = {k: v for k, v in evidence.items() if v is not None}
+    if _fresh(state, "rr", now, thresholds) is None and "respiration_rate" in score.parameters:
+        evidence["rr"] = round(video_rate(state, now, thresholds) or 0.0, 1)
+        evidence["rr_source"] = "video"
+    evidence["news2"] = score.score
+    evidence["news2_complete"] = score.complete
+    points = ", ".join(f"{name} {p}" for name, p in score.parameters.items() if p)
+    band: tuple[AlertPriority, str] | None = None
+    if score.score >= 7:
+        band = AlertPriority.HIGH, "high risk (7 or more): emergency response"
+    elif score.score >= 5:
+        band = AlertPriority.MEDIUM, "medium risk (5-6): urgent response"
+    elif score.red_parameters:
+        band = AlertPriority.MEDIUM, f"a single red score ({', '.join(score.red_parameters)} scores 3)"
+    if band is not None:
+        priority, meaning = band
+        source = " RR from video." if evidence.get("rr_source") == "video" else ""
+        partial = "" if score.complete else " Not every parameter is charted: the score is a lower bound."
+        yield Condition(
+            "NEWS2",
+            priority,
+            AlertKind.PHYSIOLOGICAL,
+            f"NEWS2 {score.score}, {meaning}. Points: {points}.{source}{partial}",
+            evidence,
+            news2=score.score,
+        )
+    recent = [(t, s) for t, s in state.news2 if t >= now - NEWS2_KEEP_S]
+    if len(recent) >= 2:
+        lowest = min(s for _, s in recent[:-1])
+        latest = recent[-1][1]
+        if latest - lowest >= thresholds.trend_news2_rise:
+            yield Condition(
+                "DETERIORATION_TREND",
+                AlertPriority.MEDIUM,
+                AlertKind.PHYSIOLOGICAL,
+                f"NEWS2 rose from {lowest} to {latest} within the hour.",
+                {"news2_from": lowest, "news2": latest},
+                news2=latest,
+            )
+            return
+    rates = [(s.t, s.resp_rate) for s in _since(state.video, now - thresholds.trend_window_s, inclusive=True)
+             if s.resp_rate]  # fmt: skip
+    if len(rates) >= 20:
+        head = statistics.median(r for _, r in rates[: len(rates) // 4])
+        tail = statistics.median(r for _, r in rates[-len(rates) // 4 :])
+        if tail - head >= thresholds.trend_rr_rise:
+            yield Condition(
+                "DETERIORATION_TREND",
+                AlertPriority.MEDIUM,
+                AlertKind.PHYSIOLOGICAL,
+                f"Video respiration rate climbed from {head:.0f} to {tail:.0f} breaths/min over "
+                f"{thresholds.trend_window_s / 60:.0f} min.",
+                {"video_rr_from": round(head, 1), "video_rr": round(tail, 1)},
+            )
+
+
+def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Iterable[Condition]:
+    if not state.video or now - state.video[-1].t > thresholds.video_rr_max_age_s:
+        return  # no recent video: the camera rules speak instead
+    if state.apnea_since is not None and now - state.apnea_since >= thresholds.apnea_s:
+        seconds = now - state.apnea_since
+        yield Condition(
+            "APNEA_VIDEO",
+            AlertPriority.HIGH,
+            AlertKind.PHYSIOLOGICAL,
+            f"No breathing movement seen on video for {seconds:.0f} s.",
+            {"apnea_s": round(seconds, 1), "apnea_probability": round(state.video[-1].apnea, 3)},
+        )
+    window = _since(state.video, now - thresholds.seizure_window_s)
+    expected = max(1, round(thresholds.seizure_window_s))
+    twitching = sum(1 for s in window if s.twitch >= FINDING_THRESHOLD)
+    seizure = twitching >= thresholds.seizure_share * expected
+    if seizure:
+        yield Condition(
+            "SEIZURE_VIDEO",
+            AlertPriority.HIGH,
+            AlertKind.PHYSIOLOGICAL,
+            f"Rhythmic twitching in {twitching} of the last {expected} s: possible seizure.",
+            {"twitch_seconds": twitching, "window_s": expected},
+        )
+    longer = _since(state.video, now - thresholds.jerk_window_s)
+    episodes = _episodes([s.twitch >= FINDING_THRESHOLD for s in longer])
+    if not seizure and episodes >= thresholds.jerk_count:
+        yield Condition(
+            "JERK_CLUSTER",
+            AlertPriority.MEDIUM,
+            AlertKind.PHYSIOLOGICAL,
+            f"{episodes} separate jerks in the last {thresholds.jerk_window_s / 60:.0f} min.",
+            {"twitch_count": episodes, "window_s": thresholds.jerk_window_s},
+        )
+    pain = _since(state.video, now - thresholds.pain_window_s)
+    if pain and pain[-1].t - pain[0].t >= thresholds.pain_min_s:
+        burden = sum(1 for s in pain if s.grimace >= FINDING_THRESHOLD) / len(pain)
+        if burden >= thresholds.pain_share:
+            rise = _vital_rise(state, now, thresholds)
+            priority = AlertPriority.MEDIUM if rise else AlertPriority.LOW
+            extra = f" with {rise}" if rise else ""
+            yield Condition(
+                "PAIN_SUSTAINED",
+                priority,
+                AlertKind.PHYSIOLOGICAL,
+                f"Grimacing {burden:.0%} of the last {thresholds.pain_window_s / 60:.0f} min{extra}: "
+                "pain assessment due.",
+                {"grimace_burden": round(burden, 3), **({"vital_rise": rise} if rise else {})},
+            )
+
+
+def _since(video: list[VideoSample], t: float, *, inclusive: bool = False) -> list[VideoSample]:
+    """The samples after ``t`` (at or after, if ``inclusive``): the list is time-ordered, so a
+    binary search finds the start instead of a scan of every kept sample."""
+    find = bisect.bisect_left if inclusive else bisect.bisect_right
+    return video[find(video, t, key=lambda s: s.t) :]
+
+
+def _episodes(flags: list[bool]) -> int:
+    return sum(1 for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1]))
+
+
+def _vital_rise(state: BedState, now: float, thresholds: RuleThresholds) -> str | None:
+    """'heart rate +20%' when HR or SBP now is ``pain_rise_pct`` over the bed's median of the
+    preceding hour (before the pain window), else None."""
+    for label, series in (("heart rate", state.hr_history), ("systolic pressure", state.sbp_history)):
+        before = [v for t, v in series if t < now - thresholds.pain_window_s]
+        recent = [v for t, v in series if t >= now - 60.0]
+        if len(before) >= 3 and recent:
+            baseline = statistics.median(before)
+            rise = (recent[-1] - baseline) / baseline * 100 if baseline > 0 else 0.0
+            if rise >= thresholds.pain_rise_pct:
+                return f"{label} +{rise:.0f}%"
+    return None
+
+
+def _technical_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Iterable[Condition]:
+    if state.camera_state in (CameraState.LOST.value, CameraState.STOPPED.value):
+        yield Condition(
+            "CAMERA_LOST",
+            AlertPriority.LOW,
+            AlertKind.TECHNICAL,
+            f"Camera {state.camera_state}: no video findings for this bed.",
+            {"camera_state": state.camera_state},
+        )
+    if state.last_vitals_t is not None and now - state.last_vitals_t > thresholds.vitals_stale_s:
+        age = now - state.last_vitals_t
+        yield Condition(
+            "VITALS_STALE",
+            AlertPriority.LOW,
+            AlertKind.TECHNICAL,
+            f"No vital signs for {age / 60:.0f} min: NEWS2 cannot be scored.",
+            {"vitals_age_s": round(age)},
+        )
+    window = _since(state.video, now - thresholds.quality_window_s)
+    if len(window) >= thresholds.quality_window_s / 2:
+        # Frames missing from the camera's stream; the baseline's own quality index is low too
+        # often on a still patient to stand for the video as a whole.
+        bad = sum(1 for s in window if s.degraded) / len(window)
+        if bad >= thresholds.quality_bad_share:
+            yield Condition(
+                "VIDEO_QUALITY_LOW",
+                AlertPriority.LOW,
+                AlertKind.TECHNICAL,
+                f"Video signal poor in {bad:.0%} of the last {thresholds.quality_window_s / 60:.0f} min: "
+                "video findings are unreliable.",
+                {"bad_share": round(bad, 3)},
+            )
