@@ -143,6 +143,19 @@ def wait_ready(settings: TopicsAdminSettings, probe: str) -> None:
     raise AssertionError("the alerts worker did not start consuming within 90 s")
 
 
+def publish_until_first_alert(
+    settings: TopicsAdminSettings, messages: list[Vitals | Detection], expected: dict[Key, Alert]
+) -> tuple[Alert, int]:
+    """Publish up to just after the first alert the core expects, and wait for the worker to
+    raise it; returns that alert and how many messages went out."""
+    first = min((a for a in expected.values() if a.version == 1), key=lambda a: a.raised_at)
+    cut = next(i for i, m in enumerate(messages) if m.ts > first.raised_at)
+    wait_ready(settings, "probe-01")
+    publish(settings, messages[:cut])
+    published_versions(settings, {(str(first.alert_id), 1)}, timeout_s=90)
+    return first, cut
+
+
 def scenario(name: str, bed: str, seed: int) -> list[Vitals | Detection]:
     return list(scenario_messages(load_scenario(name), bed_id=bed, start=START, seed=seed))
 
@@ -192,11 +205,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_version(
 ) -> None:
     messages = scenario("apnea", "icu1-05", seed=3)
     expected = expected_versions(messages)
-    first_alert = min((a for a in expected.values() if a.version == 1), key=lambda a: a.raised_at)  # the first apnea
-    cut = next(i for i, m in enumerate(messages) if m.ts > first_alert.raised_at)
-    wait_ready(kafka_settings, "probe-01")
-    publish(kafka_settings, messages[:cut])
-    published_versions(kafka_settings, {(str(first_alert.alert_id), 1)}, timeout_s=90)
+    _, cut = publish_until_first_alert(kafka_settings, messages, expected)  # the first apnea
     worker.kill()  # no clean shutdown: state must come back from the changelog
     worker.start()
     wait_ready(kafka_settings, "probe-02")
@@ -223,11 +232,7 @@ def test_an_acknowledgement_on_alert_acks_makes_an_acknowledged_version(
 ) -> None:
     messages = scenario("apnea", "icu1-06", seed=4)
     expected = expected_versions(messages)
-    first = min((a for a in expected.values() if a.version == 1), key=lambda a: a.raised_at)
-    cut = next(i for i, m in enumerate(messages) if m.ts > first.raised_at)
-    wait_ready(kafka_settings, "probe-01")
-    publish(kafka_settings, messages[:cut])
-    published_versions(kafka_settings, {(str(first.alert_id), 1)}, timeout_s=90)
+    first, _ = publish_until_first_alert(kafka_settings, messages, expected)
     ack = AlertAck(bed_id="icu1-06", ack_id=uuid.uuid4(), alert_id=first.alert_id, user="nurse.a",
                    ts=first.raised_at + timedelta(seconds=1), action=AckAction.ACKNOWLEDGE)  # fmt: skip
     producer = create_producer(kafka_settings)
