@@ -163,10 +163,11 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
     if vitals.sbp is not None:
         _append_series(state.sbp_history, t, vitals.sbp, keep_s=NEWS2_KEEP_S, every_s=30.0)
     state.clock = max(state.clock, t)
-    score = current_news2(state, thresholds)
-    if score is not None and score.complete and (not state.news2 or t - state.news2[-1][0] >= 60.0):
-        state.news2.append((t, score.score))  # once a minute, from smoothed vitals: a trend, not noise
-        state.news2[:] = [(ts, s) for ts, s in state.news2 if ts >= t - NEWS2_KEEP_S]
+    if not state.news2 or t - state.news2[-1][0] >= 60.0:  # once a minute, from smoothed vitals: a trend
+        score = current_news2(state, thresholds)
+        if score is not None and score.complete:
+            state.news2.append((t, score.score))
+            state.news2[:] = [(ts, s) for ts, s in state.news2 if ts >= t - NEWS2_KEEP_S]
 
 
 def _append_series(series: list[tuple[float, float]], t: float, value: float, *, keep_s: float, every_s: float) -> None:
@@ -230,10 +231,17 @@ def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float
     return None
 
 
-def current_news2(state: BedState, thresholds: RuleThresholds, now: float | None = None) -> News2 | None:
+def fresh_vitals(state: BedState, now: float, thresholds: RuleThresholds) -> dict[str, Any]:
+    """Every vital as it stands at ``now`` (see :func:`_fresh`), None where stale or absent."""
+    return {name: _fresh(state, name, now, thresholds) for name in VITAL_NAMES}
+
+
+def current_news2(
+    state: BedState, thresholds: RuleThresholds, now: float | None = None, values: dict[str, Any] | None = None
+) -> News2 | None:
     """NEWS2 of the bed's fresh vitals (video RR standing in for a missing monitor RR)."""
     at = state.clock if now is None else now
-    values = {name: _fresh(state, name, at, thresholds) for name in VITAL_NAMES}
+    values = fresh_vitals(state, at, thresholds) if values is None else values
     if all(v is None for v in values.values()):
         return None
     rr = values["rr"]
@@ -268,12 +276,12 @@ def evaluate(state: BedState, now: float, thresholds: RuleThresholds) -> list[Co
 
 
 def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Iterable[Condition]:
-    score = current_news2(state, thresholds, now)
+    values = fresh_vitals(state, now, thresholds)
+    score = current_news2(state, thresholds, now, values)
     if score is None:
         return
-    evidence: dict[str, Any] = {name: _fresh(state, name, now, thresholds) for name in VITAL_NAMES}
-    evidence = {k: v for k, v in evidence.items() if v is not None}
-    if _fresh(state, "rr", now, thresholds) is None and "respiration_rate" in score.parameters:
+    evidence: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    if values["rr"] is None and "respiration_rate" in score.parameters:
         evidence["rr"] = round(video_rate(state, now, thresholds) or 0.0, 1)
         evidence["rr_source"] = "video"
     evidence["news2"] = score.score
