@@ -200,41 +200,55 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
             snapshot_at = wall
         cache[key] = (record, revision, snapshot_at)
 
+    def handle(key: str, topic_name: str, message: Any) -> list[Alert]:
+        """One message (or tick, ``message`` None) for one bed: the alert versions it causes."""
+        loaded = load(key)
+        if topic_name == ticks_name:
+            if loaded is None:
+                return []  # a bed this worker no longer has
+            record, revision, snapshot_at = loaded
+            versions = processor.on_tick(record, wall=time.time())
+        else:
+            record, revision, snapshot_at = loaded if loaded is not None else (BedRecord.new(key), 0, 0.0)
+            if isinstance(message, AlertAck):
+                versions, problem = processor.on_ack(record, message, wall=time.time())
+                if problem is not None:
+                    stats.acks_ignored += 1
+                    log.info("ack %s for alert %s on bed %s kept in the audit trail only: %s",
+                             message.ack_id, message.alert_id, key, problem)  # fmt: skip
+            else:
+                versions = processor.on_message(record, message, wall=time.time())
+            stats.messages += 1
+        save(key, record, revision, snapshot_at, changed=bool(versions))
+        return versions
+
     @app.agent(source)
     async def process(stream: Any) -> None:
         async for event in stream.events():
             key = event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None
-            topic = names.get(event.message.topic)
+            topic_name = event.message.topic
             if key is None:
                 await reject(event, "record has no key (expected the bed id)", "contract")
                 continue
-            loaded = load(key)
-            if event.message.topic == ticks_name:
-                if loaded is None:
-                    continue  # a bed this worker no longer has
-                record, revision, snapshot_at = loaded
-                versions = processor.on_tick(record, wall=time.time())
-            else:
-                assert topic is not None
+            message = None
+            if topic_name != ticks_name:
                 try:
-                    message = decode(INPUTS[topic], event.value)
+                    message = decode(INPUTS[names[topic_name]], event.value)
                 except ContractError as exc:
                     await reject(event, str(exc), "contract")
                     continue
                 if message.bed_id != key:
                     await reject(event, f"key {key!r} is not the message's bed_id {message.bed_id!r}", "contract")
                     continue
-                record, revision, snapshot_at = loaded if loaded is not None else (BedRecord.new(key), 0, 0.0)
-                if isinstance(message, AlertAck):
-                    versions, problem = processor.on_ack(record, message, wall=time.time())
-                    if problem is not None:
-                        stats.acks_ignored += 1
-                        log.info("ack %s for alert %s on bed %s kept in the audit trail only: %s",
-                                 message.ack_id, message.alert_id, key, problem)  # fmt: skip
-                else:
-                    versions = processor.on_message(record, message, wall=time.time())
-                stats.messages += 1
-            save(key, record, revision, snapshot_at, changed=bool(versions))
+            try:
+                versions = handle(key, topic_name, message)
+            except Exception as exc:  # a bug must not stop alerting for every other bed
+                log.exception("bed %s: processing %s failed; the record is dead-lettered and the bed's state "
+                              "reloaded from its last snapshot", key, topic_name)  # fmt: skip
+                cache.pop(key, None)
+                if message is not None:
+                    await reject(event, f"processing failed: {exc}", type(exc).__name__)
+                continue
             await publish(versions)
 
     @app.timer(settings.alerts_tick_s)
