@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from icu.contracts import (
     decode,
     encode,
 )
+from infra.ports import free_port
 from infra.settings import TopicsAdminSettings, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,20 @@ class AlertSettings(TopicsAdminSettings):
                 max_snooze_s=self.alert_max_snooze_s,
             ),
         )
+
+
+def worker_env(settings: TopicsAdminSettings, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for an `icu alerts` subprocess on ``settings``' broker and topics, with a
+    free web port and its own data directory; ``extra`` adds or overrides ``ICU_*`` variables."""
+    return {
+        **os.environ,
+        "ICU_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "ICU_TOPIC_PREFIX": settings.topic_prefix,
+        "ICU_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "ICU_ALERTS_WEB_PORT": str(free_port()),
+        "ICU_ALERTS_DATA_DIR": str(data_dir),
+        **extra,
+    }
 
 
 class AlertsStats:

@@ -15,10 +15,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from alerts.app import worker_env
 from alerts.scenario_feed import scenario_messages
 from icu.contracts import Alert, Topic, Vitals, decode, encode
 from icu.kafka import close_producer, create_producer
@@ -40,12 +39,6 @@ from infra.topics import create_topics
 from simulator.scenario import load_scenario
 
 INPUT_TOPICS = (Topic.VITALS, Topic.DETECTIONS)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _publish_backlog(settings: TopicsAdminSettings, beds: int, seconds: float) -> dict[TopicPartition, int]:
@@ -174,9 +167,7 @@ def bench_alerts(*, beds: int = 100, seconds: float = 300.0, latency_beds: int =
         settings = TopicsAdminSettings(kafka_bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench")
         create_topics(settings)
         ends = _publish_backlog(settings, beds, seconds)
-        env = {**os.environ, "ICU_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "ICU_TOPIC_PREFIX": "bench",
-               "ICU_ALERTS_WEB_PORT": str(_free_port()), "ICU_ALERTS_DATA_DIR": str(Path(tmp) / "faust"),
-               "ICU_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = worker_env(settings, Path(tmp) / "faust", ICU_LOG_LEVEL="WARNING")
         log = (Path(tmp) / "alerts.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "icu.cli", "alerts"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip

@@ -138,11 +138,7 @@ def step(
         record.clear_since = None
         if RANK[condition.priority] > RANK[AlertPriority(record.priority)]:
             record.priority = condition.priority.value
-            record.explanation, record.evidence, record.news2 = (
-                condition.explanation,
-                condition.evidence,
-                condition.news2,
-            )
+            _describe(record, condition)
             record.escalate_at = now + _delay(settings, record.priority)
             record.snoozed_until = None
             _bump(record, now, AlertState.OPEN)  # a worse condition than the one acknowledged
@@ -170,11 +166,7 @@ def step(
         if now >= record.escalate_at and record.escalation_level < settings.max_escalation:
             record.escalation_level += 1
             record.escalate_at = now + _delay(settings, record.priority)
-            record.explanation, record.evidence, record.news2 = (
-                condition.explanation,
-                condition.evidence,
-                condition.news2,
-            )
+            _describe(record, condition)
             _bump(record, now, AlertState.ESCALATED)
             out.append(to_contract(record, bed_id))
     return out
@@ -196,7 +188,3 @@ def acknowledge(
         record.snoozed_until = None
     _bump(record, at, AlertState.ACKNOWLEDGED)
     return [to_contract(record, bed_id)], None
-
-
-def from_dict(data: dict[str, Any]) -> OpenAlert:
-    return OpenAlert(**data)

@@ -18,7 +18,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.lifecycle import LifecycleSettings, OpenAlert, acknowledge, from_dict, step
+from alerts.lifecycle import LifecycleSettings, OpenAlert, acknowledge, step
 from alerts.rules import BedState, RuleThresholds, add_camera_status, add_detection, add_vitals, evaluate
 from icu.contracts import Alert, AlertAck, CameraStatus, Detection, Vitals
 
@@ -58,7 +58,7 @@ class BedRecord:
     def from_dict(cls, data: dict[str, Any]) -> BedRecord:
         return cls(
             rules=BedState.from_dict(data["rules"]),
-            alerts={code: from_dict(a) for code, a in data.get("alerts", {}).items()},
+            alerts={code: OpenAlert(**a) for code, a in data.get("alerts", {}).items()},
             now=float(data.get("now", 0.0)),
             arrival=float(data.get("arrival", 0.0)),
             pending=[

@@ -336,6 +336,8 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
     from alerts.app import INPUTS, AlertSettings, build_app
     from icu.contracts import Topic
     from infra.topics import require_topics
@@ -353,8 +355,6 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     log.info("alerts worker %s: %s.{vitals,detections,camera-status,alert-acks} -> %s.alerts + %s.alerts-fhir "
              "(Ctrl-C stops)", settings.alerts_app_id, settings.topic_prefix, settings.topic_prefix,
              settings.topic_prefix)  # fmt: skip
-    from faust.worker import Worker
-
     Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
     print(json.dumps({"messages": stats.messages, "alert_versions": stats.versions,
                       "dead_lettered": stats.dead_lettered, "acks_ignored": stats.acks_ignored}))  # fmt: skip

@@ -66,13 +66,13 @@ class EngineConfig:
 @dataclass
 class BedState:
     camera_id: str
+    # The newest frames (bounded by the engine: the lookahead plus a hop), for evidence keyframes.
+    keyframes: deque[Keyframe]
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
     stale: int = 0  # frames in a row older than the whole buffer
-    # The newest frames (bounded: the lookahead plus a hop), for evidence keyframes.
-    keyframes: deque[Keyframe] = field(default_factory=lambda: deque(maxlen=64))  # the engine sizes it
     active: set[str] = field(default_factory=set)  # findings on at the last detection
     last_evidence_s: dict[str, float] = field(default_factory=dict)  # per finding, keyframe capture time
 
@@ -142,12 +142,12 @@ class InferenceEngine:
         inputs, previous = [], []
         for frame, image in frames:
             bed = frame.header.bed_id
-            state = self.beds.get(bed) or BedState(camera_id=frame.header.camera_id)
-            last = newest.get(bed, state.newest_s)
+            state = self.beds.get(bed)  # None for a new bed: created once encoding succeeds
+            last = newest.get(bed, state.newest_s if state else None)
             capture = frame.header.capture_ts.timestamp()
             restart = False
             if last is not None and capture < last + half:
-                stale[bed] = stale.get(bed, state.stale) + 1 if capture < last - span else 0
+                stale[bed] = stale.get(bed, state.stale if state else 0) + 1 if capture < last - span else 0
                 if stale[bed] < 2 * self.config.fps:
                     self.stats.skipped += 1
                     continue
@@ -155,7 +155,7 @@ class InferenceEngine:
             elif last is not None and capture - last > self.config.max_fill_s + half:
                 restart = True  # a long gap: the buffer starts afresh, so does motion
             stale[bed] = 0
-            before = None if restart else previous_inputs.get(bed, state.previous_input)
+            before = None if restart else previous_inputs.get(bed, state.previous_input if state else None)
             model_input = to_model_input(image, self.model.config)
             inputs.append(model_input)
             previous.append(before if before is not None else model_input)

@@ -4,9 +4,7 @@ invents nothing."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.detectedissue import DetectedIssue
 
+from alerts.app import worker_env
 from alerts.processor import AlertProcessor, BedRecord
 from alerts.scenario_feed import scenario_messages
 from icu.contracts import (
@@ -44,18 +43,9 @@ START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 Key = tuple[str, int]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Worker:
     def __init__(self, settings: TopicsAdminSettings, tmp: Path) -> None:
-        self.env = {**os.environ, "ICU_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                    "ICU_TOPIC_PREFIX": settings.topic_prefix, "ICU_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                    "ICU_ALERTS_WEB_PORT": str(free_port()), "ICU_ALERTS_DATA_DIR": str(tmp / "faust"),
-                    "ICU_ALERTS_TICK_S": "0.5"}  # fmt: skip
+        self.env = worker_env(settings, tmp / "faust", ICU_ALERTS_TICK_S="0.5")
         self.log = tmp / "alerts.log"
         self.process: subprocess.Popen[bytes] | None = None
 
