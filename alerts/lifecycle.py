@@ -166,7 +166,7 @@ def step(
         if now >= record.escalate_at and record.escalation_level < settings.max_escalation:
             record.escalation_level += 1
             record.escalate_at = now + _delay(settings, record.priority)
-            _describe(record, condition)
+            _describe(record, holding)
             _bump(record, now, AlertState.ESCALATED)
             out.append(to_contract(record, bed_id))
     return out

@@ -237,3 +237,16 @@ def test_vitals_and_detections_out_of_step_by_a_few_seconds_give_the_same_alerts
     assert versions(shuffled, buffered) == in_order
     assert versions(shuffled, AlertProcessor(max_skew_s=0.0)) != in_order
 
+
+def test_an_escalated_alert_keeps_its_own_explanation_when_other_rules_hold_too() -> None:
+    settings = LifecycleSettings(escalate_after_s={"high": 30, "medium": 120, "low": 600, "info": 3600})
+    alerts: dict = {}
+    t0 = START.timestamp()
+    apnea = _condition("APNEA_VIDEO")
+    news2 = Condition("NEWS2", AlertPriority.MEDIUM, AlertKind.PHYSIOLOGICAL, "NEWS2 5", {"news2": 5}, news2=5)
+    step("b", alerts, [apnea, news2], t0, settings)
+    [escalated] = step("b", alerts, [apnea, news2], t0 + 30, settings)
+    assert (escalated.code, escalated.state) == ("APNEA_VIDEO", AlertState.ESCALATED)
+    assert escalated.explanation == apnea.explanation
+    assert escalated.evidence == apnea.evidence
+    assert escalated.news2 is None
