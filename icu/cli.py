@@ -491,6 +491,101 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+    import subprocess
+
+    from dashboard.auth import AuthError, hash_password
+    from dashboard.settings import DashboardSettings
+
+    if args.hash_password:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        try:
+            print(hash_password(password))
+        except AuthError as exc:
+            raise ConfigError(str(exc)) from None
+        return 0
+    settings = load_settings(
+        DashboardSettings,
+        kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+        topic_prefix=args.topic_prefix,
+        database_url=args.database_url,
+        dashboard_host=args.host,
+        dashboard_port=args.port,
+    )
+    configure_logging(settings.log_level)
+    settings.require_database_url()
+    if not settings.demo and not settings.users() and not Path(".streamlit/secrets.toml").is_file():
+        raise ConfigError(
+            "no login configured: set ICU_DASHBOARD_USERS (name:hash pairs from `icu dashboard --hash-password`), "
+            "or [auth] in .streamlit/secrets.toml for OIDC; ICU_DEMO=1 allows anonymous access"
+        )
+    from infra.ports import free_port
+
+    port = settings.dashboard_port or free_port(settings.dashboard_host)
+    env = {**os.environ, "ICU_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "ICU_TOPIC_PREFIX": settings.topic_prefix, "ICU_DATABASE_URL": settings.require_database_url()}  # fmt: skip
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", settings.dashboard_host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]  # fmt: skip
+    log.info("dashboard on http://%s:%d (Ctrl-C stops)", settings.dashboard_host, port)
+    return subprocess.run(argv, env=env, check=False).returncode
+
+
+def _cmd_bench_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.bench import bench_dashboard
+
+    if args.beds < 1 or args.hours <= 0 or args.repeats < 1:
+        raise ConfigError("--beds, --hours and --repeats must be positive")
+    result = bench_dashboard(database_url=args.database_url, beds=args.beds, hours=args.hours, repeats=args.repeats,
+                             screenshots=args.screenshots)  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_dashboard_parser(commands: Any, bench: Any) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="run the nurses' Streamlit dashboard: ward, patient, alerts and system pages",
+        description="Runs `streamlit run` on dashboard/app.py. Reads the database (ICU_DATABASE_URL) and publishes "
+        "acknowledgements and capped snoozes (ICU_ALERT_MAX_SNOOZE_S) to <prefix>.alert-acks with the user's name. "
+        "Pages refresh every ICU_DASHBOARD_REFRESH_S seconds; vitals older than ICU_DASHBOARD_STALE_VITALS_S (HR, "
+        "RR, SpO2) or their charting interval (BP, temperature) are greyed, and a bed without vitals for "
+        "ICU_DASHBOARD_LOST_VITALS_S or without camera status for ICU_DASHBOARD_STALE_CAMERA_S is flagged. Login: "
+        "OIDC with st.login when [auth] is in .streamlit/secrets.toml; else ICU_DASHBOARD_USERS ('name:hash' "
+        "pairs, hashes from --hash-password); anonymous only with ICU_DEMO=1.",
+    )
+    _add_kafka_flags(dashboard)
+    dashboard.add_argument("--database-url", dest="database_url", help=_env("PostgreSQL URL", "ICU_DATABASE_URL"))
+    dashboard.add_argument("--host", help=_env("address to listen on", "ICU_DASHBOARD_HOST", "127.0.0.1"))
+    dashboard.add_argument("--port", type=int, help=_env("port, 0 = any free", "ICU_DASHBOARD_PORT", 8501))
+    dashboard.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password (prompt, or one line of stdin) and print its hash for ICU_DASHBOARD_USERS",
+    )
+    dashboard.set_defaults(handler=_cmd_dashboard)
+
+    bench_dashboard = bench.add_parser(
+        "dashboard",
+        help="dashboard page render time for 32 beds with 24 h of data (target: ward page <= 1.5 s)",
+        description="Seeds a scratch database (next to ICU_DATABASE_URL's, or an embedded PostgreSQL when unset) "
+        "with --beds beds x --hours hours of 1 Hz vitals and detections by COPY, refreshes the rollups, then renders "
+        "the ward and patient pages --repeats times each with Streamlit's AppTest (queries, core and layout, no "
+        "browser) and prints seed time and the median render times. With --screenshots DIR it also serves the app "
+        "with `streamlit run` and saves dashboard-ward.png and dashboard-patient.png from Chromium "
+        "(/usr/bin/chromium).",
+    )
+    _add_database_flags(bench_dashboard)
+    bench_dashboard.add_argument("--beds", type=int, default=32, help="beds (default 32)")
+    bench_dashboard.add_argument("--hours", type=float, default=24.0, help="hours of data per bed (default 24)")
+    bench_dashboard.add_argument("--repeats", type=int, default=7, help="renders to take the median of (default 7)")
+    bench_dashboard.add_argument("--screenshots", type=Path, metavar="DIR", help="also save page screenshots here")
+    bench_dashboard.set_defaults(handler=_cmd_bench_dashboard)
+
+
 # The function's argument each `icu news2` flag feeds, for error messages that name the flag.
 _NEWS2_FLAGS = {"rr": "--rr", "spo2": "--spo2", "spo2_scale": "--scale", "on_oxygen": "--oxygen/--air",
                 "sbp": "--sbp", "hr": "--hr", "consciousness": "--consciousness", "temp_c": "--temp"}  # fmt: skip
@@ -775,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(handler=_cmd_eval)
     _add_sim_parser(commands)
     _add_news2_parser(commands)
+    _add_dashboard_parser(commands, bench)
     return parser
 
 
