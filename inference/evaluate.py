@@ -93,7 +93,8 @@ def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str,
 
 
 def evaluate(directory: Path, *, model: str = "classical", weights: Path | None = None) -> dict[str, Any]:
-    """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints."""
+    """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints. The
+    temporal model uses ``weights``, by default the packaged ones `icu infer` loads."""
     if model not in ("classical", "temporal"):
         raise EvalError(f"unknown model {model!r}")
     network = None
@@ -102,8 +103,10 @@ def evaluate(directory: Path, *, model: str = "classical", weights: Path | None 
         import torch
 
         from inference.train import load_weights
+        from inference.worker import packaged_weights
 
-        if weights is None or not weights.is_file():
+        weights = packaged_weights() if weights is None else weights
+        if not weights.is_file():
             raise EvalError(f"--weights: no model file {weights} (train one with `icu train`)")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         network = load_weights(weights, device)

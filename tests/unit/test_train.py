@@ -126,6 +126,11 @@ def test_icu_eval_scores_trained_weights_like_validation_does(
     assert state["history"][0]["val"]["clips"] == 1  # validated on its own split during training
     assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(tmp_path / "none.pt")]) == 2
     assert "no model file" in capsys.readouterr().err
+    # Without --weights, the packaged weights `icu infer` loads by default.
+    assert main(["eval", "--data", str(clips), "--model", "temporal"]) == 0
+    packaged = json.loads(capsys.readouterr().out)
+    assert (packaged["model"], packaged["frames"]) == ("temporal", 180)
+    assert packaged["grimace"] != result["grimace"] or packaged["resp_rate"] != result["resp_rate"]
 
 
 def test_outputs_are_mapped_back_onto_the_frames_they_describe() -> None:
