@@ -103,14 +103,17 @@ class AlertProcessor:
         count = max(count, len(record.pending) - MAX_PENDING)
         ready, record.pending = record.pending[:count], record.pending[count:]
         out: list[Alert] = []
-        for t, _, _, message in ready:
+        for i, (t, _, _, message) in enumerate(ready):
             if isinstance(message, Vitals):
                 add_vitals(record.rules, message, self.thresholds)
             elif isinstance(message, Detection):
                 add_detection(record.rules, message)
             else:
                 add_camera_status(record.rules, message)
-            out += self._advance(record, max(t, record.rules.clock))
+            # The rules read the bed as it stands once every message of an instant is in (the
+            # monitor's and the camera's reading of the same second), not after each of them.
+            if i + 1 == len(ready) or ready[i + 1][0] != t:
+                out += self._advance(record, max(t, record.rules.clock))
         return out
 
     def on_ack(self, record: BedRecord, ack: AlertAck, *, wall: float) -> tuple[list[Alert], str | None]:

@@ -48,6 +48,7 @@ STALE_AFTER_S = {"hr": 300.0, "rr": 300.0, "spo2": 300.0, "sbp": 3600.0, "temp_c
 FINDING_THRESHOLD = 0.5
 VIDEO_KEEP_S = 600.0  # detections kept per bed: the longest rule window, with room
 NEWS2_KEEP_S = 3600.0
+TREND_EVERY_S = 5.0  # the video respiration-rate trend (a ten-minute median) is re-read this often
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,21 @@ class VideoSample:
     resp_rate: float | None
     quality: float | None
     degraded: bool
+    # Running totals over the bed's samples up to and including this one (not serialised; see
+    # `_count`): a rule window's count is a difference of two totals, not a scan per evaluation.
+    grimacing: int = 0
+    twitching: int = 0
+    jerk_starts: int = 0
+    degraded_count: int = 0
+
+    def counted_after(self, previous: VideoSample | None) -> VideoSample:
+        grimace, twitch = self.grimace >= FINDING_THRESHOLD, self.twitch >= FINDING_THRESHOLD
+        was_twitching = previous is not None and previous.twitch >= FINDING_THRESHOLD
+        self.grimacing = (previous.grimacing if previous else 0) + grimace
+        self.twitching = (previous.twitching if previous else 0) + twitch
+        self.jerk_starts = (previous.jerk_starts if previous else 0) + (twitch and not was_twitching)
+        self.degraded_count = (previous.degraded_count if previous else 0) + self.degraded
+        return self
 
 
 @dataclass
@@ -111,6 +127,10 @@ class BedState:
     apnea_since: float | None = None
     camera_state: str | None = None
     camera_t: float | None = None
+    # The video respiration-rate trend, recomputed once per TREND_EVERY_S of event time (it is a
+    # median over ten minutes of samples, too dear for every message); not serialised.
+    trend_bucket: int | None = None
+    trend: Condition | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: this runs for every snapshot of every bed, and asdict
@@ -137,7 +157,10 @@ class BedState:
         values["news2"] = [(float(t), int(s)) for t, s in values.get("news2", [])]
         values["hr_history"] = [(float(t), float(v)) for t, v in values.get("hr_history", [])]
         values["sbp_history"] = [(float(t), float(v)) for t, v in values.get("sbp_history", [])]
-        values["video"] = [VideoSample(*v) for v in values.get("video", [])]
+        video: list[VideoSample] = []
+        for v in values.get("video", []):
+            video.append(VideoSample(*v).counted_after(video[-1] if video else None))
+        values["video"] = video
         return cls(**values)
 
 
@@ -155,7 +178,8 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
             continue  # late reading: the series stays in time order
         series.append((t, value.value if hasattr(value, "value") else value))
         # Keep the last minute, and always the newest reading (intermittent ones last longer).
-        series[:] = [(ts, v) for ts, v in series if ts >= t - thresholds.smooth_s] or series[-1:]
+        # The series is time-ordered: cut its head in place rather than rebuild it per reading.
+        del series[: min(bisect.bisect_left(series, t - thresholds.smooth_s, key=_time), len(series) - 1)]
     state.spo2_scale = vitals.spo2_scale
     state.last_vitals_t = max(state.last_vitals_t or t, t)
     if vitals.hr is not None:
@@ -167,13 +191,21 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         score = current_news2(state, thresholds)
         if score is not None and score.complete:
             state.news2.append((t, score.score))
-            state.news2[:] = [(ts, s) for ts, s in state.news2 if ts >= t - NEWS2_KEEP_S]
+            del state.news2[: bisect.bisect_left(state.news2, t - NEWS2_KEEP_S, key=_time)]
+
+
+def _time(point: tuple[float, Any]) -> float:
+    return point[0]
+
+
+def _sample_time(sample: VideoSample) -> float:
+    return sample.t
 
 
 def _append_series(series: list[tuple[float, float]], t: float, value: float, *, keep_s: float, every_s: float) -> None:
     if not series or t - series[-1][0] >= every_s:
         series.append((t, value))
-    series[:] = [(ts, v) for ts, v in series if ts >= t - keep_s]
+    del series[: bisect.bisect_left(series, t - keep_s, key=_time)]
 
 
 def add_detection(state: BedState, detection: Detection) -> None:
@@ -181,14 +213,11 @@ def add_detection(state: BedState, detection: Detection) -> None:
     if state.video and t <= state.video[-1].t:
         return  # a redelivered or late detection: the rules read a time-ordered series
     quality = detection.baseline.resp_quality if detection.baseline else None
-    state.video.append(
-        VideoSample(
-            t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded
-        )
+    sample = VideoSample(
+        t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded
     )
-    cutoff = t - VIDEO_KEEP_S
-    if state.video[0].t < cutoff:
-        state.video[:] = [s for s in state.video if s.t >= cutoff]
+    state.video.append(sample.counted_after(state.video[-1] if state.video else None))
+    del state.video[: bisect.bisect_left(state.video, t - VIDEO_KEEP_S, key=_sample_time)]
     if detection.apnea >= FINDING_THRESHOLD:
         if state.apnea_since is None:
             state.apnea_since = t
@@ -215,7 +244,8 @@ def _fresh(state: BedState, name: str, now: float, thresholds: RuleThresholds) -
     if not series or now - series[-1][0] > STALE_AFTER_S.get(name, thresholds.vitals_stale_s):
         return None
     if name in SMOOTHED:
-        recent = [v for t, v in series if t >= now - thresholds.smooth_s] or [series[-1][1]]
+        recent = [v for _, v in series[bisect.bisect_left(series, now - thresholds.smooth_s, key=_time) :]]
+        recent = recent or [series[-1][1]]
         return round(float(statistics.median(recent)), 1)
     return series[-1][1]
 
@@ -306,7 +336,7 @@ def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             evidence,
             news2=score.score,
         )
-    recent = [(t, s) for t, s in state.news2 if t >= now - NEWS2_KEEP_S]
+    recent = state.news2[bisect.bisect_left(state.news2, now - NEWS2_KEEP_S, key=_time) :]
     if len(recent) >= 2:
         lowest = min(s for _, s in recent[:-1])
         latest = recent[-1][1]
@@ -320,20 +350,31 @@ def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
                 news2=latest,
             )
             return
-    rates = [(s.t, s.resp_rate) for s in _since(state.video, now - thresholds.trend_window_s, inclusive=True)
-             if s.resp_rate]  # fmt: skip
-    if len(rates) >= 20:
-        head = statistics.median(r for _, r in rates[: len(rates) // 4])
-        tail = statistics.median(r for _, r in rates[-len(rates) // 4 :])
-        if tail - head >= thresholds.trend_rr_rise:
-            yield Condition(
-                "DETERIORATION_TREND",
-                AlertPriority.MEDIUM,
-                AlertKind.PHYSIOLOGICAL,
-                f"Video respiration rate climbed from {head:.0f} to {tail:.0f} breaths/min over "
-                f"{thresholds.trend_window_s / 60:.0f} min.",
-                {"video_rr_from": round(head, 1), "video_rr": round(tail, 1)},
-            )
+    bucket = int(now // TREND_EVERY_S)
+    if state.trend_bucket != bucket:
+        state.trend_bucket, state.trend = bucket, _video_rr_trend(state, now, thresholds)
+    if state.trend is not None:
+        yield state.trend
+
+
+def _video_rr_trend(state: BedState, now: float, thresholds: RuleThresholds) -> Condition | None:
+    """DETERIORATION_TREND when the median video rate of the window's last quarter is
+    ``trend_rr_rise`` above that of its first quarter."""
+    rates = [s.resp_rate for s in _since(state.video, now - thresholds.trend_window_s, inclusive=True) if s.resp_rate]
+    if len(rates) < 20:
+        return None
+    head = statistics.median(rates[: len(rates) // 4])
+    tail = statistics.median(rates[-len(rates) // 4 :])
+    if tail - head < thresholds.trend_rr_rise:
+        return None
+    return Condition(
+        "DETERIORATION_TREND",
+        AlertPriority.MEDIUM,
+        AlertKind.PHYSIOLOGICAL,
+        f"Video respiration rate climbed from {head:.0f} to {tail:.0f} breaths/min over "
+        f"{thresholds.trend_window_s / 60:.0f} min.",
+        {"video_rr_from": round(head, 1), "video_rr": round(tail, 1)},
+    )
 
 
 def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Iterable[Condition]:
@@ -348,9 +389,9 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             f"No breathing movement seen on video for {seconds:.0f} s.",
             {"apnea_s": round(seconds, 1), "apnea_probability": round(state.video[-1].apnea, 3)},
         )
-    window = _since(state.video, now - thresholds.seizure_window_s)
+    video = state.video
     expected = max(1, round(thresholds.seizure_window_s))
-    twitching = sum(1 for s in window if s.twitch >= FINDING_THRESHOLD)
+    twitching = _count(video, _start(video, now - thresholds.seizure_window_s), "twitching")
     seizure = twitching >= thresholds.seizure_share * expected
     if seizure:
         yield Condition(
@@ -360,8 +401,7 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             f"Rhythmic twitching in {twitching} of the last {expected} s: possible seizure.",
             {"twitch_seconds": twitching, "window_s": expected},
         )
-    longer = _since(state.video, now - thresholds.jerk_window_s)
-    episodes = _episodes([s.twitch >= FINDING_THRESHOLD for s in longer])
+    episodes = _count(video, _start(video, now - thresholds.jerk_window_s), "jerk_starts")
     if not seizure and episodes >= thresholds.jerk_count:
         yield Condition(
             "JERK_CLUSTER",
@@ -370,9 +410,9 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             f"{episodes} separate jerks in the last {thresholds.jerk_window_s / 60:.0f} min.",
             {"twitch_count": episodes, "window_s": thresholds.jerk_window_s},
         )
-    pain = _since(state.video, now - thresholds.pain_window_s)
-    if pain and pain[-1].t - pain[0].t >= thresholds.pain_min_s:
-        burden = sum(1 for s in pain if s.grimace >= FINDING_THRESHOLD) / len(pain)
+    first = _start(video, now - thresholds.pain_window_s)
+    if first < len(video) and video[-1].t - video[first].t >= thresholds.pain_min_s:
+        burden = _count(video, first, "grimacing") / (len(video) - first)
         if burden >= thresholds.pain_share:
             rise = _vital_rise(state, now, thresholds)
             priority = AlertPriority.MEDIUM if rise else AlertPriority.LOW
@@ -391,11 +431,28 @@ def _since(video: list[VideoSample], t: float, *, inclusive: bool = False) -> li
     """The samples after ``t`` (at or after, if ``inclusive``): the list is time-ordered, so a
     binary search finds the start instead of a scan of every kept sample."""
     find = bisect.bisect_left if inclusive else bisect.bisect_right
-    return video[find(video, t, key=lambda s: s.t) :]
+    return video[find(video, t, key=_sample_time) :]
 
 
-def _episodes(flags: list[bool]) -> int:
-    return sum(1 for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1]))
+def _start(video: list[VideoSample], t: float) -> int:
+    """Index of the first sample after ``t``."""
+    return bisect.bisect_right(video, t, key=_sample_time)
+
+
+def _count(video: list[VideoSample], first: int, total: str) -> int:
+    """How many samples from ``video[first]`` on count towards ``total`` (a running total of
+    :class:`VideoSample`). A jerk already under way at the window's first sample counts as one
+    that starts there."""
+    if first >= len(video):
+        return 0
+    head = video[first]
+    counted = {
+        "grimacing": head.grimace >= FINDING_THRESHOLD,
+        "twitching": head.twitch >= FINDING_THRESHOLD,
+        "jerk_starts": head.twitch >= FINDING_THRESHOLD,
+        "degraded_count": head.degraded,
+    }[total]
+    return int(getattr(video[-1], total)) - int(getattr(head, total)) + int(counted)
 
 
 def _vital_rise(state: BedState, now: float, thresholds: RuleThresholds) -> str | None:
@@ -430,11 +487,11 @@ def _technical_rules(state: BedState, now: float, thresholds: RuleThresholds) ->
             f"No vital signs for {age / 60:.0f} min: NEWS2 cannot be scored.",
             {"vitals_age_s": round(age)},
         )
-    window = _since(state.video, now - thresholds.quality_window_s)
-    if len(window) >= thresholds.quality_window_s / 2:
+    first = _start(state.video, now - thresholds.quality_window_s)
+    if len(state.video) - first >= thresholds.quality_window_s / 2:
         # Frames missing from the camera's stream; the baseline's own quality index is low too
         # often on a still patient to stand for the video as a whole.
-        bad = sum(1 for s in window if s.degraded) / len(window)
+        bad = _count(state.video, first, "degraded_count") / (len(state.video) - first)
         if bad >= thresholds.quality_bad_share:
             yield Condition(
                 "VIDEO_QUALITY_LOW",

@@ -250,3 +250,40 @@ def test_an_escalated_alert_keeps_its_own_explanation_when_other_rules_hold_too(
     assert escalated.explanation == apnea.explanation
     assert escalated.evidence == apnea.evidence
     assert escalated.news2 is None
+
+
+def test_rule_windows_counted_from_running_totals_match_a_scan_of_the_samples() -> None:
+    """The video rules count findings in a window as a difference of running totals; a scan of
+    the kept samples must give the same counts, with a jerk under way at the window's first
+    sample counted once, and after the state has been through JSON (totals rebuilt)."""
+    import random
+
+    from alerts.rules import FINDING_THRESHOLD, _count, _start
+
+    rng = random.Random(7)
+    state = BedState("icu1-01")
+    base = samples.detection(bed_id="icu1-01", ts=START)
+    for second in range(900):  # past VIDEO_KEEP_S, so the head of the list has been trimmed
+        twitching = rng.random() < (0.6 if (second // 7) % 2 else 0.1)  # runs of jerks and gaps
+        detection = base.model_copy(
+            update={
+                "ts": START + timedelta(seconds=second),
+                "grimace": rng.random(),
+                "twitch": 0.9 if twitching else 0.1,
+                "degraded": rng.random() < 0.3,
+            }
+        )
+        add_detection(state, detection)
+    restored = BedState.from_dict(json.loads(json.dumps(state.to_dict())))
+    now = state.video[-1].t
+    for video in (state.video, restored.video):
+        for window_s in (1.0, 10.0, 120.0, 300.0, 599.0):
+            first = _start(video, now - window_s)
+            window = video[first:]
+            flags = [s.twitch >= FINDING_THRESHOLD for s in window]
+            jerks = sum(1 for i, f in enumerate(flags) if f and (i == 0 or not flags[i - 1]))
+            assert _count(video, first, "jerk_starts") == jerks
+            assert _count(video, first, "twitching") == sum(flags)
+            assert _count(video, first, "grimacing") == sum(s.grimace >= FINDING_THRESHOLD for s in window)
+            assert _count(video, first, "degraded_count") == sum(s.degraded for s in window)
+    assert _count(state.video, len(state.video), "twitching") == 0
