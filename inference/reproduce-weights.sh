@@ -6,8 +6,8 @@
 #   inference/reproduce-weights.sh WORKDIR
 #
 # ICU (default: icu) is the command that runs the CLI, e.g. ICU="python3 -m icu.cli".
-# STOP_AFTER ends training after that epoch (the committed run: 18, see MODEL_CARD.md);
-# MAX_MINUTES ends it on time instead.
+# The committed run is the plain command (the config's 22 epochs, best epoch 19, see MODEL_CARD.md).
+# STOP_AFTER ends training after that epoch; MAX_MINUTES ends it on time instead.
 # Needs a GPU to finish in minutes; on a laptop CPU it takes days.
 set -euo pipefail
 work=${1:?usage: $0 WORKDIR}

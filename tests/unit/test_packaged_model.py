@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
+import yaml
 
+import inference
 from inference.train import load_variant, load_weights
 from inference.worker import InferSettings, packaged_weights
 
@@ -29,4 +32,9 @@ def test_the_weights_record_says_synthetic_and_not_clinically_validated() -> Non
     assert record["synthetic_training_data"] is True
     assert record["clinically_validated"] is False
     assert record["config"] == "temporal-small"
-    assert record["epoch"] == 17
+    # The model card names the committed epoch, and the plain documented command reproduces it:
+    # the record's schedule is the shipped config's.
+    card = (Path(__file__).resolve().parents[2] / "MODEL_CARD.md").read_text()
+    assert f"epoch {record['epoch']} (best validation" in card
+    shipped = yaml.safe_load((Path(inference.__file__).parent / "configs" / "temporal-small.yaml").read_text())
+    assert record["train_config"]["epochs"] == shipped["train"]["epochs"]
