@@ -7,6 +7,7 @@ over repeats after one warm-up render (which pays the imports)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import tempfile
@@ -68,6 +69,9 @@ def bench_dashboard(
 ) -> dict[str, Any]:
     import streamlit as st
 
+    # AppTest renders outside a Streamlit server; its 'missing ScriptRunContext' warnings say
+    # nothing about the pages and would bury the figures.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     with scratch_database(database_url) as url:
         report = migrate(url)
         with connect(url) as conn:
