@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from icu.contracts import (
     decode,
     encode,
 )
+from icu.settings import KafkaSettings, ObservabilitySettings
 from infra.ports import free_port
 from infra.settings import TopicsAdminSettings, default_state_dir
 
@@ -62,7 +64,7 @@ INPUTS: dict[Topic, type[Vitals] | type[Detection] | type[CameraStatus] | type[A
 }
 
 
-class AlertSettings(TopicsAdminSettings):
+class AlertSettings(TopicsAdminSettings, ObservabilitySettings):
     """`icu alerts`: the stream processor's identity, timings and rule thresholds."""
 
     alerts_app_id: str = Field(default="icu-alerts", min_length=1, description="Faust app id (consumer group).")
@@ -114,10 +116,26 @@ def worker_env(settings: TopicsAdminSettings, data_dir: Path, **extra: str) -> d
     }
 
 
+def broker_credentials(settings: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """ICU_KAFKA_SECURITY_PROTOCOL, SASL and TLS settings as Faust's ``broker_credentials`` (aiokafka
+    gets the same trust and identity as the kafka-python clients of :meth:`KafkaSettings.kafka_client_config`)."""
+    context = settings.kafka_ssl_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # guaranteed by KafkaSettings' validation
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,  # SASL_SSL with a context, SASL_PLAINTEXT without
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 class AlertsStats:
     def __init__(self) -> None:
         self.messages = 0
         self.versions = 0
+        self.versions_by: Counter[tuple[str, str, str]] = Counter()  # (code, priority, state) -> versions
         self.dead_lettered = 0
         self.acks_ignored = 0
 
@@ -133,6 +151,7 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
         # Prefixed, so deployments sharing a cluster keep apart groups and changelog topics.
         f"{prefix}-{settings.alerts_app_id}",
         broker=servers,
+        broker_credentials=broker_credentials(settings),
         store="memory://",  # the table lives in memory and is rebuilt from its changelog
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
@@ -164,6 +183,7 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
             await alerts_topic.send(key=version.key(), value=encode(version))
             await fhir_topic.send(key=version.key(), value=encode_fhir(version))
             stats.versions += 1
+            stats.versions_by[(version.code, version.priority.value, version.state.value)] += 1
             log.log(logging.WARNING if version.version == 1 else logging.INFO,
                     "bed %s: %s %s v%d %s (%s)", version.bed_id, version.code, version.priority.value,
                     version.version, version.state.value, version.explanation)  # fmt: skip

@@ -336,10 +336,13 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
+    import functools
+
     from faust.worker import Worker
 
     from alerts.app import INPUTS, AlertSettings, build_app
     from icu.contracts import Topic
+    from infra.observability import by_label, start_observability, stat_sample
     from infra.topics import require_topics
 
     settings = load_settings(
@@ -350,12 +353,31 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
         alerts_web_port=args.web_port,
     )
     configure_logging(settings.log_level)
+    observability = start_observability(settings, "alerts")
     require_topics(settings, [*INPUTS, Topic.ALERT_TICKS, Topic.ALERTS, Topic.ALERTS_FHIR, Topic.DEAD_LETTER])
     app, stats = build_app(settings)
+    health = observability.health
+
+    @app.timer(1.0)
+    async def _heartbeat() -> None:  # runs on the worker's event loop: a blocked loop fails /healthz
+        health.tick()
+        health.set("faust", not app.rebalancing, "rebalancing" if app.rebalancing else "partitions assigned")
+
+    observability.counter_from("icu_alerts_messages", "Vitals, detections, camera statuses and acks processed.",
+                               functools.partial(stat_sample, stats, "messages"))  # fmt: skip
+    observability.counter_from("icu_alerts_acks_ignored", "Acks of alerts no longer open (audit trail only).",
+                               functools.partial(stat_sample, stats, "acks_ignored"))  # fmt: skip
+    observability.counter_from("icu_alert_versions", "Alert versions published, by code, priority and state.",
+                               lambda: by_label(stats.versions_by), ("code", "priority", "state"))  # fmt: skip
+    observability.counter_from("icu_dead_letters", "Records sent to the dead-letter topic.",
+                               lambda: [(("alerts",), float(stats.dead_lettered))], ("stage",))  # fmt: skip
     log.info("alerts worker %s: %s.{vitals,detections,camera-status,alert-acks} -> %s.alerts + %s.alerts-fhir "
              "(Ctrl-C stops)", settings.alerts_app_id, settings.topic_prefix, settings.topic_prefix,
              settings.topic_prefix)  # fmt: skip
-    Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
+    try:
+        Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
+    finally:
+        observability.close()
     print(json.dumps({"messages": stats.messages, "alert_versions": stats.versions,
                       "dead_lettered": stats.dead_lettered, "acks_ignored": stats.acks_ignored}))  # fmt: skip
     return 0
@@ -364,7 +386,8 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 def _cmd_infer(args: argparse.Namespace) -> int:
     from icu.contracts import Topic
     from icu.kafka import GracefulStop, close_producer, create_producer
-    from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop
+    from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop, observe
+    from infra.observability import start_observability
     from infra.topics import require_topics
 
     settings = load_settings(
@@ -375,12 +398,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         infer_device=args.device,
     )
     configure_logging(settings.log_level)
+    observability = start_observability(settings, "infer")  # /healthz answers while the model loads
     engine = build_engine(settings)
     require_topics(settings, [Topic.FRAMES, Topic.DETECTIONS, Topic.EVIDENCE, Topic.DEAD_LETTER])
     stop = GracefulStop().install()
     producer = create_producer(settings)
     worker = InferenceWorker(settings, engine, producer)
     loop = consume_loop(settings, worker, producer, stop)
+    observe(observability, worker, loop)
+    observability.health.set("kafka", True, "topics present, consumer started")
     log.info("inference worker in group %s: %s.frames -> %s.detections + %s.evidence (Ctrl-C stops)",
              settings.infer_group, settings.topic_prefix, settings.topic_prefix, settings.topic_prefix)  # fmt: skip
     try:
@@ -388,6 +414,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     finally:
         close_producer(producer, 10)
         engine.close()
+        observability.close()
     print(json.dumps({"frames": engine.stats.frames, "detections": engine.stats.detections,
                       "evidence": engine.stats.evidence, "dead_lettered": stats.dead_lettered,
                       "batches": stats.batches}))  # fmt: skip
@@ -398,7 +425,8 @@ def _cmd_sink(args: argparse.Namespace) -> int:
     from icu.contracts import Topic
     from icu.kafka import GracefulStop, close_producer, create_producer
     from infra.db.migrate import redact
-    from infra.db.sink import SINK_TOPICS, DatabaseSink, SinkSettings, consume_loop
+    from infra.db.sink import SINK_TOPICS, DatabaseSink, SinkSettings, consume_loop, observe
+    from infra.observability import start_observability
     from infra.topics import require_topics
 
     settings = load_settings(
@@ -412,6 +440,7 @@ def _cmd_sink(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     url = settings.require_database_url()
+    observability = start_observability(settings, "sink")
     require_topics(settings, [*SINK_TOPICS, Topic.DEAD_LETTER])
     sink = DatabaseSink(url, timeout_s=settings.sink_db_timeout_s)
     try:
@@ -420,6 +449,9 @@ def _cmd_sink(args: argparse.Namespace) -> int:
         producer = create_producer(settings)
         try:
             loop = consume_loop(settings, sink, producer, stop)
+            observe(observability, sink, loop)
+            observability.health.set("kafka", True, "topics present, consumer started")
+            observability.health.set("schema", True, f"version {version}")
             log.info("database sink in group %s: %s.{%s} -> %s (schema %d, Ctrl-C stops)", settings.sink_group,
                      settings.topic_prefix, ",".join(t.value for t in SINK_TOPICS), redact(url), version)  # fmt: skip
             stats = loop.run()
@@ -427,6 +459,7 @@ def _cmd_sink(args: argparse.Namespace) -> int:
             close_producer(producer, 10)
     finally:
         sink.close()
+        observability.close()
     print(json.dumps({**sink.stats.summary(), "dead_lettered": stats.dead_lettered, "batches": stats.batches}))
     return 0
 

@@ -236,6 +236,11 @@ class ConsumeLoop:
     poll_timeout_ms: int = 500
     max_backoff_s: float = 30.0
     stats: ConsumeStats = field(default_factory=ConsumeStats)
+    heartbeat: Callable[[], None] | None = None
+    """Called after every poll, also while a failing batch is retried: the loop is alive."""
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+    """Records behind the partition's high watermark after the last batch, per partition this
+    consumer owns (from the fetch responses, so free; the broker's own figures are authoritative)."""
 
     def run(self, *, max_batches: int | None = None) -> ConsumeStats:
         try:
@@ -243,6 +248,7 @@ class ConsumeLoop:
                 if max_batches is not None and self.stats.batches >= max_batches:
                     break
                 polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+                self._beat()
                 if polled:
                     self._process_batch(polled)
         finally:
@@ -252,8 +258,22 @@ class ConsumeLoop:
                 self.consumer.close(autocommit=False)
         return self.stats
 
+    def _beat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat()
+
+    def _note_lag(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
+        assigned = set(self.consumer.assignment())
+        for partition in [p for p in self.lag if p not in assigned]:
+            del self.lag[partition]  # moved to another member in a rebalance
+        for partition, records in polled.items():
+            high = self.consumer.highwater(partition) if records and partition in assigned else None
+            if high is not None:
+                self.lag[partition] = max(0, high - (records[-1].offset + 1))
+
     def _process_batch(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
         self.stats.batches += 1
+        self._note_lag(polled)
         received: list[Received] = []
         for records in polled.values():
             for record in records:
@@ -304,9 +324,9 @@ class ConsumeLoop:
                         # unpaused partitions: pause them too, and rewind anything they return
                         # so no record is skipped.
                         paused = self._pause_all()
-                        for partition, records in self.consumer.poll(
-                            timeout_ms=int(min(remaining, 0.5) * 1000)
-                        ).items():
+                        polled = self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
+                        self._beat()
+                        for partition, records in polled.items():
                             if records:
                                 self.consumer.seek(partition, records[0].offset)
         finally:

@@ -8,7 +8,9 @@ Each service composes the groups it needs into one pydantic-settings class (see
 from __future__ import annotations
 
 import logging
+import os
 import re
+import ssl
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -17,6 +19,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ICU_"
+SECRETS_DIR_ENV = "ICU_SECRETS_DIR"
+"""A folder of files named like the variables (``ICU_KAFKA_SASL_PASSWORD``, ``ICU_DATABASE_URL``)
+whose contents are the values: how a Kubernetes Secret volume or a compose secret reaches a
+service without the value ever being in an image, a manifest or the process environment."""
 
 
 class ConfigError(Exception):
@@ -106,6 +112,23 @@ class KafkaSettings(IcuSettings):
                 config["ssl_password"] = self.kafka_ssl_password.get_secret_value()
         return config
 
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for asyncio clients (aiokafka inside Faust), or None without TLS.
+
+        Same trust as :meth:`kafka_client_config`: the CA bundle (else the system's), the client
+        certificate for mutual TLS, hostname checking unless switched off."""
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+        )
+        context.check_hostname = self.kafka_ssl_check_hostname
+        if self.kafka_ssl_certfile:
+            password = self.kafka_ssl_password.get_secret_value() if self.kafka_ssl_password else None
+            keyfile = str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None
+            context.load_cert_chain(str(self.kafka_ssl_certfile), keyfile, password)
+        return context
+
 
 class TopicSettings(IcuSettings):
     """Topic naming and sizing. The prefix lets several deployments or a replay share a cluster."""
@@ -151,6 +174,9 @@ class BedSettings(IcuSettings):
         return not self.beds or bed_id in self.beds
 
 
+LIBPQ_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 class DatabaseSettings(IcuSettings):
     """The PostgreSQL (optionally TimescaleDB) database."""
 
@@ -163,10 +189,50 @@ class DatabaseSettings(IcuSettings):
     )
     database_retention_days: int = Field(default=30, ge=1, le=3650, description="Raw time-series retention.")
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _libpq_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here so a typo in the TLS options is a start-up error naming the variable, not
+        # a connection failure later. The value is never quoted: it may hold the password.
+        if value is None:
+            return None
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            options = conninfo_to_dict(value.get_secret_value())
+        except ProgrammingError:
+            raise ValueError("not a libpq connection URL or keyword string") from None
+        sslmode = options.get("sslmode")
+        if sslmode is not None and sslmode not in LIBPQ_SSLMODES:
+            raise ValueError(f"sslmode={sslmode} is not one of {', '.join(LIBPQ_SSLMODES)}")
+        for option in ("sslrootcert", "sslcert", "sslkey"):
+            path = options.get(option)
+            if isinstance(path, str) and path != "system" and not Path(path).is_file():
+                raise ValueError(f"{option}: no such file {path}")
+        return value
+
     def require_database_url(self) -> str:
         if self.database_url is None:
             raise ConfigError(f"{env_name('database_url')} is not set (e.g. postgresql://127.0.0.1:5432/icu)")
         return self.database_url.get_secret_value()
+
+
+class ObservabilitySettings(IcuSettings):
+    """The health, readiness and Prometheus metrics endpoint of a long-running service."""
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz; unset or 0 = off (the deployment manifests set it).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", min_length=1, description="Address the endpoint binds (0.0.0.0 in a container)."
+    )
+    health_stale_s: float = Field(
+        default=30.0, gt=0, le=3600, description="/healthz fails when the service's loop has not ticked this long."
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=IcuSettings)
@@ -175,9 +241,16 @@ SettingsT = TypeVar("SettingsT", bound=IcuSettings)
 def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build ``cls`` from the environment plus explicit overrides (CLI flags; None = unset).
 
-    Raises :class:`ConfigError` whose message names each offending variable.
+    Values may also come from files in ``ICU_SECRETS_DIR`` (one per variable, named like it);
+    the environment wins over them. Raises :class:`ConfigError` whose message names each
+    offending variable.
     """
     given = {name: value for name, value in overrides.items() if value is not None}
+    secrets_dir = os.environ.get(SECRETS_DIR_ENV)
+    if secrets_dir:
+        if not Path(secrets_dir).is_dir():
+            raise ConfigError(f"{SECRETS_DIR_ENV}: no such folder {secrets_dir}")
+        given["_secrets_dir"] = secrets_dir
     try:
         return cls(**given)
     except ValidationError as exc:

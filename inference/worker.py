@@ -9,11 +9,13 @@ the dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from kafka import KafkaProducer
@@ -21,10 +23,13 @@ from pydantic import Field
 
 from icu.contracts import Detection, Evidence, Frame, Topic, encode
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
-from icu.settings import ConfigError, env_name
+from icu.settings import ConfigError, ObservabilitySettings, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
 from inference.train import load_weights
 from infra.settings import TopicsAdminSettings
+
+if TYPE_CHECKING:
+    from infra.observability import Observability
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ def packaged_weights() -> Path:
     return Path(str(resources.files("inference") / "weights" / "temporal-small.pt"))
 
 
-class InferSettings(TopicsAdminSettings):
+class InferSettings(TopicsAdminSettings, ObservabilitySettings):
     """`icu infer`: which weights, which device, how windows are cut."""
 
     infer_weights: Path | None = Field(
@@ -88,10 +93,19 @@ class DeliveryError(Exception):
 class InferenceWorker:
     """Glue between the consume loop and the engine: decode, buffer, infer, publish."""
 
-    def __init__(self, settings: InferSettings, engine: InferenceEngine, producer: KafkaProducer) -> None:
+    def __init__(
+        self,
+        settings: InferSettings,
+        engine: InferenceEngine,
+        producer: KafkaProducer,
+        *,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.producer = producer
+        self.observe_latency = observe_latency
+        """Called with each delivered detection's latency (inferred_at - window_end), seconds."""
         self.detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
         self.evidence_topic = Topic.EVIDENCE.full_name(settings.topic_prefix)
         self._unsent: list[Detection | Evidence] = []
@@ -129,6 +143,10 @@ class InferenceWorker:
         if self._unsent:
             # The loop retries with backoff and commits nothing until they are delivered.
             raise DeliveryError(f"{len(self._unsent)} detections/evidence not acknowledged by Kafka")
+        if self.observe_latency is not None:
+            for message in messages:
+                if isinstance(message, Detection) and message.window_end is not None:
+                    self.observe_latency((message.inferred_at - message.window_end).total_seconds())
         now = time.monotonic()
         if now >= self._next_eviction:
             self._next_eviction = now + self.settings.infer_silence_s
@@ -180,3 +198,26 @@ def consume_loop(
         stop=stop,
         poll_timeout_ms=200,
     )
+
+
+def observe(observability: Observability, worker: InferenceWorker, loop: ConsumeLoop) -> None:
+    """Health and Prometheus metrics of an inference worker (read from the stats it keeps)."""
+    from infra.observability import stat_sample, watch_consume_loop
+
+    engine = worker.engine
+    stats = engine.stats
+    watch_consume_loop(observability, loop, STAGE)
+    observability.health.set("model", True, f"{engine.model_version} on {engine.device}")
+    for name, documentation, field in (
+        ("icu_infer_frames_used", "Frames the model encoded.", "frames"),
+        ("icu_infer_frames_skipped", "Late, repeated or too-dense frames not used.", "skipped"),
+        ("icu_infer_detections", "Detections published (one per bed per hop).", "detections"),
+        ("icu_infer_evidence", "Evidence records published.", "evidence"),
+        ("icu_infer_windows", "Windows run through the temporal heads.", "windows"),
+    ):
+        observability.counter_from(name, documentation, functools.partial(stat_sample, stats, field))
+    observability.gauge_from("icu_infer_beds", "Beds with a buffer on this worker.", lambda: [((), len(engine.beds))])
+    latency = observability.histogram(
+        "icu_infer_latency_seconds", "Detection latency: inferred_at - window_end (the newest frame seen), seconds."
+    )
+    worker.observe_latency = latency.observe

@@ -40,25 +40,33 @@ def _run(settings: Any, *, entries: list[Any], whip: bool) -> int:
     """Run cameras (and optionally the WHIP endpoint) until they end or Ctrl-C."""
     from icu.contracts import Topic
     from icu.kafka import GracefulStop, close_producer
+    from infra.observability import start_observability
     from infra.topics import require_topics
-    from ingest.runner import IngestRunner, create_frame_producer
+    from ingest.runner import IngestRunner, create_frame_producer, observe
     from ingest.service import WhipService, source_for
 
     sources = [(entry, source_for(entry, settings)) for entry in entries]  # bad files fail here, before Kafka
+    observability = start_observability(settings, "ingest")
     require_topics(settings, [Topic.FRAMES, Topic.CAMERA_STATUS])
     stop = GracefulStop().install()
     producer = create_frame_producer(settings)
-    runner = IngestRunner(settings, producer, stop.event).start()
+    runner = IngestRunner(settings, producer, stop.event)
+    observe(observability, runner)
+    runner.start()
+    observability.health.set("kafka", True, "topics present, producer connected")
     try:
         for entry, source in sources:
             runner.add_camera(bed_id=entry.bed, camera_id=entry.camera_id, source=source)
         if whip:
-            WhipService(settings, runner).run()
+            service = WhipService(settings, runner)
+            observability.health.check("whip", lambda: (service.ready.is_set(), f"listening on port {service.port}"))
+            service.run()
         else:
             runner.wait()
     finally:
         runner.close()
         close_producer(producer, 10)
+        observability.close()
     failed = {camera_id: c.error for camera_id, c in runner.cameras.items() if c.error}
     for camera_id, error in failed.items():
         print(f"icu ingest: camera {camera_id}: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +65,8 @@ class FramePublisher:
         self._in_flight: dict[str, int] = {}
         self._retired: list[CameraFeed] = []
         self._last_error_log = 0.0
+        self.heartbeat: Callable[[], None] | None = None
+        """Called every round of the publishing loop (at least every 0.1 s): it is alive."""
 
     # --- the camera registry --------------------------------------------------------------
 
@@ -101,6 +104,8 @@ class FramePublisher:
                 self.wake.wait(timeout=min(0.1, max(0.0, next_status - time.monotonic())))
                 self.wake.clear()
                 self.publish_ready()
+                if self.heartbeat is not None:
+                    self.heartbeat()
         finally:
             # Drain: acknowledgements free in-flight places, then what waits in the slots goes,
             # with a final status per camera. With the broker down this gives up after the

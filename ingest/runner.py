@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 from kafka import KafkaProducer
 
 from icu.contracts import Topic
 from icu.kafka import create_producer
-from ingest.camera import CameraFeed, SourceKind
+from ingest.camera import CameraFeed, CameraState, SourceKind
 from ingest.publisher import FramePublisher
 from ingest.settings import IngestSettings
 from ingest.sources import SourceError
+
+if TYPE_CHECKING:
+    from infra.observability import Observability, Samples
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +148,30 @@ class IngestRunner:
                 "camera %s (bed %s): %d frames decoded, %d published, %d dropped, %d reconnects",
                 feed.camera_id, feed.bed_id, feed.frames_in, feed.frames_out, feed.slot.dropped, feed.reconnects,
             )  # fmt: skip
+
+
+def observe(observability: Observability, runner: IngestRunner) -> None:
+    """Health and Prometheus metrics of a camera ingest process, read from each camera's counters."""
+    publisher = runner.publisher
+    publisher.heartbeat = observability.health.tick
+    labels = ("camera", "bed")
+
+    def per_camera(read: Callable[[CameraFeed], int]) -> Callable[[], Samples]:
+        return lambda: [((feed.camera_id, feed.bed_id), float(read(feed))) for feed in publisher.feeds()]
+
+    def states() -> Samples:
+        now = datetime.now(UTC)
+        counts = Counter(feed.status(now).state.value for feed in publisher.feeds())
+        return [((state.value,), float(counts[state.value])) for state in CameraState]
+
+    observability.counter_from("icu_ingest_frames_in", "Frames decoded from the camera.",
+                               per_camera(lambda feed: feed.frames_in), labels)  # fmt: skip
+    observability.counter_from("icu_ingest_frames_out", "Frames acknowledged by Kafka.",
+                               per_camera(lambda feed: feed.frames_out), labels)  # fmt: skip
+    observability.counter_from("icu_ingest_frames_dropped", "Frames dropped (latest-frame-wins, or Kafka refused).",
+                               per_camera(lambda feed: feed.slot.dropped), labels)  # fmt: skip
+    observability.counter_from("icu_ingest_reconnects", "Camera reconnects.",
+                               per_camera(lambda feed: feed.reconnects), labels)  # fmt: skip
+    observability.gauge_from("icu_ingest_cameras", "Cameras by state.", states, ("state",))
+    observability.counter_from("icu_ingest_frames_failed", "Frames Kafka did not take (all cameras).",
+                               lambda: [((), float(publisher.stats.frames_failed))])  # fmt: skip

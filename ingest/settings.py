@@ -9,12 +9,12 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from icu.settings import BED_ID_PATTERN, BedSettings, env_name
+from icu.settings import BED_ID_PATTERN, BedSettings, ObservabilitySettings, env_name
 from infra.settings import TopicsAdminSettings
 from ingest.camera import FeedConfig
 
 
-class IngestSettings(TopicsAdminSettings, BedSettings):
+class IngestSettings(TopicsAdminSettings, BedSettings, ObservabilitySettings):
     """Camera ingest: frame shaping, health reporting, RTSP reconnection and the WHIP endpoint."""
 
     ingest_fps: float = Field(default=10.0, gt=0, le=60, description="Frames/s published per camera (sampled down).")

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import psycopg
 from kafka import KafkaProducer
@@ -33,11 +33,14 @@ from pydantic import Field
 
 from icu.contracts import Alert, AlertAck, CameraStatus, Contract, Detection, Evidence, Topic, Vitals
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
-from icu.settings import DatabaseSettings
+from icu.settings import DatabaseSettings, ObservabilitySettings
 from infra.db.migrate import connect, discover, redact
 from infra.db.writer import DatabaseWriter
 from infra.errors import InfraError
 from infra.settings import TopicsAdminSettings
+
+if TYPE_CHECKING:
+    from infra.observability import Observability
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ SINK_TOPICS: Final = (
 """What the sink stores. ``alerts-fhir`` carries FHIR resources for other systems, not a contract."""
 
 
-class SinkSettings(TopicsAdminSettings, DatabaseSettings):
+class SinkSettings(TopicsAdminSettings, DatabaseSettings, ObservabilitySettings):
     """`icu sink`: where to read, where to write, how big a transaction is, how to ride out outages."""
 
     sink_group: str = Field(default="icu-sink", min_length=1, description="Kafka consumer group.")
@@ -323,6 +326,11 @@ class DatabaseSink:
         self._down_since = None
         self._failed_in_outage = 0
 
+    @property
+    def database_down(self) -> bool:
+        """True from a failed batch until one is stored again."""
+        return self._down_since is not None
+
     def close(self) -> None:
         conn, self._conn, self._writer = self._conn, None, None
         if conn is not None and not conn.closed:
@@ -372,3 +380,22 @@ def consume_loop(
         stop=stop,
         max_backoff_s=settings.sink_max_backoff_s,
     )
+
+
+def observe(observability: Observability, sink: DatabaseSink, loop: ConsumeLoop) -> None:
+    """Health and Prometheus metrics of the sink: ready while the database takes batches."""
+    from infra.observability import by_label, watch_consume_loop
+
+    stats = sink.stats
+    watch_consume_loop(observability, loop, STAGE)
+    observability.health.check(
+        "database", lambda: (not sink.database_down, "unavailable, batch held" if sink.database_down else "ok")
+    )
+    observability.counter_from("icu_sink_received", "Messages handed to the sink, per table.",
+                               lambda: by_label(stats.received), ("table",))  # fmt: skip
+    observability.counter_from("icu_sink_stored", "New rows stored, per table (the rest were duplicates).",
+                               lambda: by_label(stats.stored), ("table",))  # fmt: skip
+    observability.counter_from("icu_sink_refused", "Rows the database refused (dead-lettered).",
+                               lambda: [((), stats.refused)])  # fmt: skip
+    observability.counter_from("icu_sink_outages", "Periods the database could not take a batch.",
+                               lambda: [((), stats.outages)])  # fmt: skip

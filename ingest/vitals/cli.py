@@ -130,8 +130,12 @@ def run_vitals_command(args: argparse.Namespace) -> int:
 
 async def serve(settings: VitalsIngestSettings) -> int:
     """Run the service on the current loop until SIGTERM or SIGINT; a second signal forces."""
-    from ingest.vitals.service import VitalsIngest
+    from infra.observability import start_observability
+    from ingest.vitals.service import VitalsIngest, observe
 
+    service = VitalsIngest(settings)
+    observability = start_observability(settings, "vitals-ingest")
+    heartbeat = observe(observability, service)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -146,8 +150,10 @@ async def serve(settings: VitalsIngestSettings) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        stats = await VitalsIngest(settings).run(stop)
+        stats = await service.run(stop)
     finally:
+        heartbeat.cancel()
+        observability.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
     log.info(

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 from hl7.mllp import start_hl7_server
@@ -45,6 +45,9 @@ from ingest.auth import bearer_token
 from ingest.vitals.gate import JsonItem, RejectKind, VitalsGate, VitalsRejected, judge_json_body
 from ingest.vitals.hl7map import Hl7Decision, decide
 from ingest.vitals.settings import VitalsIngestSettings
+
+if TYPE_CHECKING:
+    from infra.observability import Observability
 
 log = logging.getLogger(__name__)
 
@@ -527,3 +530,28 @@ class VitalsIngest:
 def _ack_bytes(decision: Hl7Decision, ack: str) -> bytes:
     codec = decision.header.codec if decision.header else "utf-8"
     return ack.encode(codec, errors="replace")
+
+
+def observe(observability: Observability, service: VitalsIngest) -> asyncio.Task[None]:
+    """Health and Prometheus metrics of the vitals ingest. Returns the heartbeat task (cancel it
+    on exit): it ticks from the event loop, so a blocked loop fails /healthz."""
+    stats = service.stats
+
+    async def beat() -> None:
+        while True:
+            observability.health.tick()
+            await asyncio.sleep(1.0)
+
+    observability.health.check(
+        "listeners", lambda: (service.mllp_port is not None or service.http_port is not None, "Kafka connected first")
+    )
+    observability.counter_from(
+        "icu_vitals_ingest_events",
+        "Vitals ingest counters: HL7 messages and JSON items accepted/rejected, vitals published, store and auth "
+        "failures.",
+        lambda: [((name,), float(value)) for name, value in asdict(stats).items() if name != "dead_letters"],
+        ("event",),
+    )
+    observability.counter_from("icu_dead_letters", "Records sent to the dead-letter topic.",
+                               lambda: [((STAGE,), float(stats.dead_letters))], ("stage",))  # fmt: skip
+    return asyncio.get_running_loop().create_task(beat(), name="health-heartbeat")

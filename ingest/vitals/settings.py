@@ -12,7 +12,7 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from icu.settings import BedSettings
+from icu.settings import BedSettings, ObservabilitySettings
 from infra.settings import TopicsAdminSettings
 
 MIB = 1024 * 1024
@@ -29,7 +29,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class VitalsIngestSettings(TopicsAdminSettings, BedSettings):
+class VitalsIngestSettings(TopicsAdminSettings, BedSettings, ObservabilitySettings):
     """`icu ingest vitals`: HL7 v2 over MLLP and JSON over HTTP into the vitals topic.
 
     Kafka, topic and bed settings come from the shared groups (ICU_KAFKA_*, ICU_TOPIC_*,
