@@ -20,6 +20,7 @@ from icu.cli_common import env_help as _env
 from icu.settings import ConfigError, configure_logging, load_settings
 from infra.settings import DatabaseAdminSettings, TopicsAdminSettings, UpSettings
 from ingest import IngestError
+from research import ResearchError
 from simulator.errors import SimulatorError
 
 log = logging.getLogger("icu")
@@ -483,6 +484,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError, evaluate
 
+    if args.target == "alerts":
+        return _cmd_eval_alerts(args)
+    if args.data is None:
+        raise ConfigError("icu eval needs --data DIR (a clip directory), or the target 'alerts' with --recording")
     try:
         result = evaluate(args.data, model=args.model, weights=args.weights)
     except EvalError as exc:
@@ -493,6 +498,193 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.out.write_text(text + "\n")
     print(text)
     return 0
+
+
+# --- research: record, replay, evaluate --------------------------------------------------------
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from icu.contracts import Topic
+    from icu.kafka import GracefulStop
+    from research.record import record
+    from research.store import RECORDED_TOPICS
+
+    blur = args.blur_faces if args.blur_faces is not None else args.export
+    try:
+        if args.simulate:
+            return _record_simulated(args)
+        topics = [Topic(t) for t in args.topics.split(",")] if args.topics else list(RECORDED_TOPICS)
+        settings = load_settings(TopicsAdminSettings, kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+                                 topic_prefix=args.topic_prefix)  # fmt: skip
+        configure_logging(settings.log_level)
+        beds = [b.strip() for b in (args.beds or "").split(",") if b.strip()]
+        manifest = record(settings, args.out, topics=topics, beds=beds, duration_s=args.duration,
+                          idle_s=args.until_idle, start=args.start, blur_faces=blur, truth=args.truth,
+                          stop=GracefulStop().install())  # fmt: skip
+    except ValueError as exc:  # a --topics name that is no topic
+        raise ConfigError(str(exc)) from None
+    print(manifest.model_dump_json(exclude={"topics", "cameras"}))
+    return 0
+
+
+def _record_simulated(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from research.simulate import write_simulated_recording
+    from simulator.scenario import library_names
+
+    names = args.scenario or library_names()
+    start = datetime.fromisoformat(args.sim_start) if args.sim_start else datetime.now(UTC).replace(microsecond=0)
+    if start.tzinfo is None:
+        raise ConfigError(f"--sim-start {args.sim_start!r} needs a timezone, e.g. 2026-01-01T00:00:00+00:00")
+    manifest = write_simulated_recording(args.out, _scenarios(names), start=start, seed=args.seed or 0,
+                                         false_rate=args.false_rate)  # fmt: skip
+    print(manifest.model_dump_json(exclude={"topics", "cameras"}))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from icu.contracts import Topic
+    from icu.kafka import GracefulStop
+    from infra.topics import create_topics
+    from research.replay import REPLAYED_BY_DEFAULT, parse_speed, replay
+    from research.store import Recording
+
+    settings = load_settings(TopicsAdminSettings, kafka_bootstrap_servers=args.kafka_bootstrap_servers,
+                             topic_prefix=args.topic_prefix)  # fmt: skip
+    configure_logging(settings.log_level)
+    try:
+        speed = parse_speed(args.speed)
+        topics = [Topic(t) for t in args.topics.split(",")] if args.topics else list(REPLAYED_BY_DEFAULT)
+        recording = Recording(args.recording)
+        create_topics(settings)  # idempotent: a fresh replay prefix needs its topics
+        result = replay(recording, settings, speed=speed, topics=topics, keep_times=args.keep_times,
+                        capture=args.capture, settle_s=args.settle, stop=GracefulStop().install())  # fmt: skip
+    except ValueError as exc:  # a --topics name that is no topic
+        raise ConfigError(str(exc)) from None
+    records = result.records()
+    print(json.dumps({"topic_prefix": settings.topic_prefix, "published": result.published, "records": records,
+                      "publish_s": round(result.publish_s, 3),
+                      "records_per_s": round(records / result.publish_s, 1) if result.publish_s else None,
+                      "shift_s": result.shift_s,
+                      "capture": None if args.capture is None else str(args.capture)}))  # fmt: skip
+    return 0
+
+
+def _cmd_eval_alerts(args: argparse.Namespace) -> int:
+    from research.evaluate import evaluate_recording, load_annotations, table
+    from research.plot import plot_alerts
+    from research.store import Recording
+
+    if args.recording is None:
+        raise ConfigError("icu eval alerts needs --recording DIR")
+    recording = Recording(args.recording)
+    replayed = Recording(args.replay) if args.replay is not None else None
+    result = evaluate_recording(recording, replay=replayed, annotations=args.annotations, grace_s=args.grace,
+                                core=args.core)  # fmt: skip
+    summary = result.summary()
+    plot = args.plot or (args.out.with_suffix(".png") if args.out is not None else None)
+    manifest = recording.manifest
+    if plot is not None and manifest.start is not None and manifest.end is not None:
+        truth = args.annotations or recording.truth_path()
+        assert truth is not None  # evaluate_recording refused a recording without truth
+        plot_alerts(plot, beds=manifest.bed_ids(), start=manifest.start, end=manifest.end,
+                    annotations=load_annotations(truth), raises=result.raises,
+                    false_ids={r.alert_id for r in result.false_raises},
+                    title=f"alerts against truth: {args.recording.name}")  # fmt: skip
+    text = json.dumps(summary, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        args.out.with_suffix(".txt").write_text(table(summary) + "\n")
+    print(table(summary), file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _add_research_parsers(commands: Any, evaluation: argparse.ArgumentParser) -> None:
+    group = evaluation.add_argument_group("icu eval alerts")
+    group.add_argument("--recording", type=Path, help="the recording whose truth (and alerts) are scored")
+    group.add_argument(
+        "--replay", type=Path, help="alerts captured from a replay of it (icu replay --capture); default: its own"
+    )
+    group.add_argument(
+        "--core", action="store_true", help="score the alerts core run over the recording's inputs (no Kafka)"
+    )
+    group.add_argument("--annotations", type=Path, help="annotation file (JSON Lines) instead of the recording's truth")
+    group.add_argument(
+        "--grace", type=float, default=120.0, help="an alert up to this long after an event's end still catches it (s)"
+    )
+    group.add_argument("--plot", type=Path, help="PNG of alerts against truth (default: next to --out)")
+
+    recorder = commands.add_parser(
+        "record",
+        help="capture frames, vitals, detections, evidence and alerts into a portable recording",
+        description="Records a deployment's topics into DIR: manifest.json (format and contract versions, models, "
+        "time range, beds, files), one JSON Lines file per topic (records in arrival order with partition, offset, "
+        "key and Kafka timestamp), and per camera an MP4 holding the frames' JPEGs unchanged (MJPEG) with a "
+        "timestamps sidecar (video/<camera>.frames.jsonl). A group-less consumer: the services lose nothing. "
+        "Stops after --duration (wall seconds), --until-idle, or Ctrl-C. --truth attaches ground truth (icu sim "
+        "ward --truth) or annotations. --export blurs faces in frames and evidence keyframes for sharing "
+        "(--no-blur-faces to keep them). --simulate writes a recording straight from the simulator (no broker): "
+        "one bed per scenario, monitor vitals and detections from the truth with seeded errors, and the truth.",
+    )
+    _add_kafka_flags(recorder)
+    recorder.add_argument("--out", type=Path, required=True, help="new folder for the recording")
+    recorder.add_argument("--beds", help="comma-separated beds to keep (default: every bed)")
+    recorder.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    recorder.add_argument("--until-idle", type=float, metavar="S", help="stop after S seconds without a record")
+    recorder.add_argument(
+        "--topics", help="comma-separated topics (default frames,vitals,detections,evidence,alerts,alert-acks,"
+        "camera-status)"
+    )  # fmt: skip
+    recorder.add_argument(
+        "--from", dest="start", choices=["latest", "earliest"], default="latest",
+        help="latest: from now on (default); earliest: what the broker still retains",
+    )  # fmt: skip
+    recorder.add_argument("--truth", type=Path, help="ground truth / annotations (JSON Lines) to attach")
+    recorder.add_argument("--export", action="store_true", help="a recording for sharing: faces blurred by default")
+    recorder.add_argument(
+        "--blur-faces", action=argparse.BooleanOptionalAction, default=None,
+        help="blur faces in frames and evidence keyframes (default: on with --export, else off)",
+    )  # fmt: skip
+    recorder.add_argument("--simulate", action="store_true", help="record the simulator's scenarios, no broker")
+    recorder.add_argument("--scenario", action="append", metavar="NAME|FILE", help="with --simulate: scenario per "
+                          "bed, repeatable (default: the whole library)")  # fmt: skip
+    recorder.add_argument("--seed", type=int, help="with --simulate: seed of the detector errors (default 0)")
+    recorder.add_argument(
+        "--false-rate", type=float, default=0.005, help="with --simulate: share of seconds with a spurious finding"
+    )
+    recorder.add_argument("--sim-start", help="with --simulate: ISO start time with timezone (default now)")
+    recorder.set_defaults(handler=_cmd_record)
+
+    replayer = commands.add_parser(
+        "replay",
+        help="republish a recording into Kafka under a separate topic prefix",
+        description="Republishes DIR's inputs (frames with their headers, vitals, detections, evidence, camera "
+        "status, acks; never its alerts) onto <prefix>.* with the original relative timing: a record t seconds "
+        "into the recording goes out t/--speed seconds after the start, or as fast as Kafka takes them with "
+        "--speed max. Each bed's order per topic is the recorded one; files stream from disk (bounded memory). "
+        "Timestamps are moved by a whole number of seconds so the recording starts now (--keep-times: the "
+        "original times). The topics of the prefix are created if missing. --capture DIR2 also records the alerts "
+        "raised on <prefix>.alerts (run icu alerts on that prefix) for icu eval alerts --replay DIR2.",
+    )
+    replayer.add_argument("recording", type=Path, metavar="DIR", help="the recording")
+    replayer.add_argument(
+        "--bootstrap-servers", dest="kafka_bootstrap_servers",
+        help=_env("Kafka host:port list", "ICU_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    )  # fmt: skip
+    replayer.add_argument(
+        "--topic-prefix", default="replay", help="prefix to replay under, never the live one (default replay)"
+    )
+    replayer.add_argument("--speed", default="1", help="1, 10, any factor, or max (default 1)")
+    replayer.add_argument("--topics", help="comma-separated topics to replay (default: every input topic recorded)")
+    replayer.add_argument("--keep-times", action="store_true", help="republish the original timestamps")
+    replayer.add_argument("--capture", type=Path, metavar="DIR2", help="also record the alerts raised on the replay")
+    replayer.add_argument(
+        "--settle", type=float, default=15.0, help="with --capture: stop this long after the last alert (s)"
+    )
+    replayer.set_defaults(handler=_cmd_replay)
 
 
 def _cmd_bench_inference(args: argparse.Namespace) -> int:
@@ -894,13 +1086,23 @@ def build_parser() -> argparse.ArgumentParser:
         "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
         "motion-burst twitch; no grimace); temporal = the learned model from --weights.",
     )
-    evaluation.add_argument("--data", type=Path, required=True, help="clip directory")
+    evaluation.add_argument(
+        "target",
+        nargs="?",
+        choices=["alerts"],
+        help="'alerts': score a recording's (or its replay's) alerts against ground truth (see icu eval alerts -h "
+        "below: --recording, --replay, --annotations); omitted: score a model on --data",
+    )
+    evaluation.add_argument("--data", type=Path, help="clip directory (required without a target)")
     evaluation.add_argument(
         "--model", choices=["classical", "temporal"], default="classical", help="model to score (default classical)"
     )
-    evaluation.add_argument("--weights", type=Path, help="model.pt from icu train (for --model temporal)")
+    evaluation.add_argument(
+        "--weights", type=Path, help="model.pt from icu train (for --model temporal; default: the packaged weights)"
+    )
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)
+    _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)
     _add_news2_parser(commands)
     _add_dashboard_parser(commands, bench)
@@ -1043,7 +1245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InfraError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    except (SimulatorError, IngestError) as exc:
+    except (SimulatorError, IngestError, ResearchError) as exc:
         print(f"icu {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
