@@ -5,7 +5,7 @@ in its table. Each message updates it and returns the alert versions it caused. 
 messages' own (event time), so a replay gives the same alerts as the live run. Vitals and
 detections come from different topics, which Kafka does not order against each other, so a
 bed's messages wait in a small reorder buffer until the other stream has caught up with them
-(at most ``max_skew_s`` of event time, and never for a stream that has gone quiet): the rules
+(at most ``max_skew_s`` of event time; ticks stop waiting for a stream gone quiet): the rules
 see both in time order, and a lagging video pipeline delays vitals alerts by ``max_skew_s`` at
 most. Between messages,
 ticks move a quiet bed's clock on by the wall-clock time since its last message, so
@@ -89,13 +89,21 @@ class AlertProcessor:
         record.seen[stream] = wall
         record.arrival = wall
         bisect.insort(record.pending, (t, STREAM_ORDER[stream], stream, message), key=lambda p: (p[0], p[1]))
-        return self._release(record, wall)
+        return self._release(record, wall, quiet_by_wall=False)
 
-    def _release(self, record: BedRecord, wall: float) -> list[Alert]:
-        """Apply the buffered messages the watermark has passed, in event-time order."""
+    def _release(self, record: BedRecord, wall: float, *, quiet_by_wall: bool) -> list[Alert]:
+        """Apply the buffered messages the watermark has passed, in event-time order. A message
+        releases by event time alone (every stream the bed has had is waited for, up to
+        ``max_skew_s``), so what it releases does not depend on how fast the worker reads: a
+        replay at any speed, or a worker catching up on a backlog, decides what the live run did.
+        Only a tick (``quiet_by_wall``) stops waiting for a stream silent for QUIET_S of wall time."""
         if not record.pending:
             return []
-        waited_for = [s for s in ("vitals", "detections") if s in record.latest and wall - record.seen[s] < QUIET_S]
+        waited_for = [
+            s
+            for s in ("vitals", "detections")
+            if s in record.latest and (not quiet_by_wall or wall - record.seen[s] < QUIET_S)
+        ]
         newest = max(record.latest.values())
         watermark = min((record.latest[s] for s in waited_for), default=newest)
         watermark = max(watermark, newest - self.max_skew_s)
@@ -125,7 +133,7 @@ class AlertProcessor:
     def on_tick(self, record: BedRecord, *, wall: float) -> list[Alert]:
         # While messages flow, they move the clock; a tick only speaks for a bed gone quiet, so a
         # replay faster than real time decides exactly what the live run decided.
-        out = self._release(record, wall)  # a stream gone quiet is no longer waited for
+        out = self._release(record, wall, quiet_by_wall=True)  # a stream gone quiet is no longer waited for
         if record.arrival <= 0 or wall - record.arrival < QUIET_S:
             return out
         return out + self._advance(record, record.rules.clock + max(0.0, wall - record.arrival))
