@@ -165,6 +165,8 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.alerts_data_dir),
     )
+    # Faust creates only the last level of its data directory; a fresh machine has no parents.
+    settings.alerts_data_dir.mkdir(parents=True, exist_ok=True)
     processor = settings.processor()
     stats = AlertsStats()
     names = {topic.full_name(prefix): topic for topic in INPUTS}

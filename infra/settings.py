@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -11,7 +12,10 @@ from icu.settings import DatabaseSettings, KafkaSettings, TopicSettings
 
 
 def default_state_dir() -> Path:
-    return platformdirs.user_state_path("icu-watch")
+    """ICU_STATE_DIR when set (so every service's local state lands where `icu up` keeps its own),
+    else the platform's user state folder."""
+    configured = os.environ.get("ICU_STATE_DIR")
+    return Path(configured).expanduser() if configured else platformdirs.user_state_path("icu-watch")
 
 
 class TopicsAdminSettings(KafkaSettings, TopicSettings):

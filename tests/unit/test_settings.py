@@ -79,3 +79,16 @@ def test_invalid_values_name_their_variable(monkeypatch, variable, value, expect
 def test_state_dir_defaults_under_the_users_state_folder():
     assert load_settings(UpSettings).state_dir.parts[-1] == "icu-watch"
     assert load_settings(UpSettings, state_dir=Path("/srv/icu")).state_dir == Path("/srv/icu")
+
+
+def test_every_services_local_state_follows_icu_state_dir(monkeypatch, tmp_path):
+    """`icu alerts` keeps Faust's data under ICU_STATE_DIR too, and creates the missing parents
+    (Faust makes only the last level: a fresh machine crashed the worker at start-up)."""
+    from alerts.app import AlertSettings, build_app
+
+    monkeypatch.setenv("ICU_STATE_DIR", str(tmp_path / "fresh" / "state"))
+    settings = load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9")
+    assert settings.alerts_data_dir == tmp_path / "fresh" / "state" / "alerts"
+    assert load_settings(UpSettings).state_dir == tmp_path / "fresh" / "state"
+    build_app(settings)
+    assert settings.alerts_data_dir.is_dir()
