@@ -1,12 +1,16 @@
-# The two set-up commands (see README): `make up` runs the product, `make test` runs the tests.
-# Both create the virtualenv in .venv and install what is needed on first use.
+# The set-up commands (see README): `make demo` runs the whole pipeline with a simulated ward,
+# `make test` runs the tests, `make up` runs only the broker and database. Each creates the
+# virtualenv in .venv and installs what is needed on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TIMESCALE_DIR := tests/integration/timescale
 
-.PHONY: up test lint install install-dev clean
+.PHONY: demo up test lint install install-dev clean
+
+demo: $(VENV)/.installed
+	$(BIN)/icu demo $(DEMO_ARGS)
 
 up: $(VENV)/.installed
 	$(BIN)/icu up

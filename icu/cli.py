@@ -1106,7 +1106,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_parser(commands)
     _add_news2_parser(commands)
     _add_dashboard_parser(commands, bench)
+    _add_demo_parser(commands)
     return parser
+
+
+def _add_demo_parser(commands: Any) -> None:
+    from demo.cli import add_demo_parser
+
+    add_demo_parser(commands)
 
 
 def _add_news2_parser(commands: Any) -> None:
