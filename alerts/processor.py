@@ -115,7 +115,7 @@ class AlertProcessor:
             if isinstance(message, Vitals):
                 add_vitals(record.rules, message, self.thresholds)
             elif isinstance(message, Detection):
-                add_detection(record.rules, message)
+                add_detection(record.rules, message, self.thresholds)
             else:
                 add_camera_status(record.rules, message)
             # The rules read the bed as it stands once every message of an instant is in (the

@@ -127,7 +127,7 @@ class BedState:
     apnea_since: float | None = None
     camera_state: str | None = None
     camera_t: float | None = None
-    # The video respiration-rate trend, recomputed once per TREND_EVERY_S of event time (it is a
+    # The video respiration-rate trend, recomputed once per TREND_EVERY_S of sample time (it is a
     # median over ten minutes of samples, too dear for every message); not serialised.
     trend_bucket: int | None = None
     trend: Condition | None = None
@@ -208,7 +208,7 @@ def _append_series(series: list[tuple[float, float]], t: float, value: float, *,
     del series[: bisect.bisect_left(series, t - keep_s, key=_time)]
 
 
-def add_detection(state: BedState, detection: Detection) -> None:
+def add_detection(state: BedState, detection: Detection, thresholds: RuleThresholds | None = None) -> None:
     t = detection.ts.timestamp()
     if state.video and t <= state.video[-1].t:
         return  # a redelivered or late detection: the rules read a time-ordered series
@@ -218,6 +218,12 @@ def add_detection(state: BedState, detection: Detection) -> None:
     )
     state.video.append(sample.counted_after(state.video[-1] if state.video else None))
     del state.video[: bisect.bisect_left(state.video, t - VIDEO_KEEP_S, key=_sample_time)]
+    # The trend is re-read as the samples cross each TREND_EVERY_S of their own time: when the
+    # rules are evaluated (messages, ticks) does not move it, so replays decide the same.
+    bucket = int(t // TREND_EVERY_S)
+    if state.trend_bucket != bucket:
+        state.trend_bucket = bucket
+        state.trend = _video_rr_trend(state, t, thresholds or RuleThresholds())
     if detection.apnea >= FINDING_THRESHOLD:
         if state.apnea_since is None:
             state.apnea_since = t
@@ -350,11 +356,8 @@ def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
                 news2=latest,
             )
             return
-    bucket = int(now // TREND_EVERY_S)
-    if state.trend_bucket != bucket:
-        state.trend_bucket, state.trend = bucket, _video_rr_trend(state, now, thresholds)
-    if state.trend is not None:
-        yield state.trend
+    if state.trend is not None and now - state.video[-1].t <= thresholds.video_rr_max_age_s:
+        yield state.trend  # while the video that showed it is current
 
 
 def _video_rr_trend(state: BedState, now: float, thresholds: RuleThresholds) -> Condition | None:
