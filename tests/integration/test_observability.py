@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 from icu.contracts import encode, kafka_key
@@ -18,16 +16,7 @@ from icu.kafka import create_producer
 from infra.db.migrate import migrate
 from infra.ports import free_port
 from tests import samples
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+from tests.http import http_get
 
 
 def _wait(predicate, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
@@ -62,11 +51,11 @@ def test_sink_serves_health_readiness_and_moving_metrics(kafka_settings, databas
     log = (tmp_path / "sink.log").open("w")
     sink = subprocess.Popen([sys.executable, "-m", "icu.cli", "sink"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: _get(port, "/readyz")[0] == 200)
-        status, body = _get(port, "/healthz")
+        _wait(lambda: http_get(port, "/readyz")[0] == 200)
+        status, body = http_get(port, "/healthz")
         assert status == 200
         assert '"service": "sink"' in body
-        before = _get(port, "/metrics")[1]
+        before = http_get(port, "/metrics")[1]
         for name in ("icu_consumed_records_total", "icu_dead_letters_total", "icu_batch_retries_total",
                      "icu_sink_refused_total", "icu_sink_outages_total"):  # fmt: skip
             assert f"# TYPE {name} counter" in before, name
@@ -82,7 +71,7 @@ def test_sink_serves_health_readiness_and_moving_metrics(kafka_settings, databas
         producer.close()
 
         def moved() -> str | None:
-            text = _get(port, "/metrics")[1]
+            text = http_get(port, "/metrics")[1]
             return text if _sample(text, "icu_consumed_records_total", '{stage="db-sink"}') == 2.0 else None
 
         after = _wait(moved)
@@ -99,4 +88,4 @@ def test_sink_serves_health_readiness_and_moving_metrics(kafka_settings, databas
                 sink.kill()
             log.close()
     assert sink.returncode == 0, (tmp_path / "sink.log").read_text()[-2000:]
-    assert _get(port, "/healthz")[0] == 0  # the endpoint goes with the process
+    assert http_get(port, "/healthz")[0] == 0  # the endpoint goes with the process

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -20,14 +18,7 @@ from infra.observability import (
     start_observability,
 )
 from infra.ports import free_port
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.http import http_get
 
 
 @pytest.fixture
@@ -46,29 +37,29 @@ def test_off_unless_a_port_is_set(monkeypatch):
 
 def test_health_follows_the_loop_ticks(served):
     served.health.tick()
-    status, body = _get(served.port, HEALTH_PATH)
+    status, body = http_get(served.port, HEALTH_PATH)
     assert status == 200
     assert json.loads(body)["service"] == "test"
     time.sleep(0.4)  # longer than stale_after_s without a tick: a wedged loop
-    assert _get(served.port, HEALTH_PATH)[0] == 503
+    assert http_get(served.port, HEALTH_PATH)[0] == 503
     served.health.tick()
-    assert _get(served.port, HEALTH_PATH)[0] == 200
-    assert _get(served.port, "/nope")[0] == 404
+    assert http_get(served.port, HEALTH_PATH)[0] == 200
+    assert http_get(served.port, "/nope")[0] == 404
 
 
 def test_ready_needs_every_condition(served):
     served.health.tick()
-    assert _get(served.port, READY_PATH)[0] == 503  # nothing registered yet: not ready
+    assert http_get(served.port, READY_PATH)[0] == 503  # nothing registered yet: not ready
     served.health.set("kafka", True, "topics present")
     database = {"up": False}
     served.health.check("database", lambda: (database["up"], "checked"))
-    status, body = _get(served.port, READY_PATH)
+    status, body = http_get(served.port, READY_PATH)
     assert status == 503
     assert json.loads(body)["conditions"]["database"] == {"ok": False, "detail": "checked"}
     database["up"] = True
-    assert _get(served.port, READY_PATH)[0] == 200
+    assert http_get(served.port, READY_PATH)[0] == 200
     served.health.check("broken", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
-    status, body = _get(served.port, READY_PATH)
+    status, body = http_get(served.port, READY_PATH)
     assert status == 503
     assert "ZeroDivisionError" in json.loads(body)["conditions"]["broken"]["detail"]
 
@@ -82,7 +73,7 @@ def test_metrics_read_the_services_own_counters(served):
     stats["handled"] = 7
     versions[("NEWS2", "high")] += 2
     latency.observe(0.2)
-    status, text = _get(served.port, METRICS_PATH)
+    status, text = http_get(served.port, METRICS_PATH)
     assert status == 200
     assert "icu_test_handled_total 7.0" in text
     assert 'icu_test_versions_total{code="NEWS2",priority="high"} 2.0' in text
