@@ -94,9 +94,8 @@ class AlertProcessor:
     def _release(self, record: BedRecord, wall: float, *, quiet_by_wall: bool) -> list[Alert]:
         """Apply the buffered messages the watermark has passed, in event-time order. A message
         releases by event time alone (every stream the bed has had is waited for, up to
-        ``max_skew_s``), so what it releases does not depend on how fast the worker reads: a
-        replay at any speed, or a worker catching up on a backlog, decides what the live run did.
-        Only a tick (``quiet_by_wall``) stops waiting for a stream silent for QUIET_S of wall time."""
+        ``max_skew_s``); only a tick (``quiet_by_wall``) stops waiting for a stream silent for
+        QUIET_S of wall time, which a worker far behind a backlog can also see (README, Research)."""
         if not record.pending:
             return []
         waited_for = [

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,13 +449,16 @@ def _count(video: list[VideoSample], first: int, total: str) -> int:
     if first >= len(video):
         return 0
     head = video[first]
-    counted = {
-        "grimacing": head.grimace >= FINDING_THRESHOLD,
-        "twitching": head.twitch >= FINDING_THRESHOLD,
-        "jerk_starts": head.twitch >= FINDING_THRESHOLD,
-        "degraded_count": head.degraded,
-    }[total]
-    return int(getattr(video[-1], total)) - int(getattr(head, total)) + int(counted)
+    return getattr(video[-1], total) - getattr(head, total) + int(_COUNTS_AT_HEAD[total](head))
+
+
+# Whether a window's first sample counts towards each running total (built once, not per call).
+_COUNTS_AT_HEAD: dict[str, Callable[[VideoSample], bool]] = {
+    "grimacing": lambda s: s.grimace >= FINDING_THRESHOLD,
+    "twitching": lambda s: s.twitch >= FINDING_THRESHOLD,
+    "jerk_starts": lambda s: s.twitch >= FINDING_THRESHOLD,
+    "degraded_count": lambda s: s.degraded,
+}
 
 
 def _vital_rise(state: BedState, now: float, thresholds: RuleThresholds) -> str | None:
