@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from alerts.news2 import News2, score_news2
+from alerts.rules import FINDING_THRESHOLD, STALE_AFTER_S
 from icu.contracts import MAX_SNOOZE_S, AckAction, AlertAck
 
 # --- NEWS2 colour bands --------------------------------------------------------------------
@@ -60,14 +61,11 @@ Freshness = Literal["live", "stale", "lost"]
 CONTINUOUS: Final = ("hr", "rr", "spo2")
 """Monitored every second or so: stale after ``stale_vitals_s``."""
 
+# Cuff pressure, temperature, oxygen and ACVPU are charted every so often and stand for the
+# patient longer: the alerts rules' spans (diastolic goes with systolic).
 CHARTED_STALE_S: Final[Mapping[str, float]] = {
-    # Cuff pressure, temperature, oxygen and ACVPU are charted every so often and stand for the
-    # patient longer; the same spans as the alerts rules' (alerts/rules.py STALE_AFTER_S).
-    "sbp": 3600.0,
-    "dbp": 3600.0,
-    "temp_c": 14400.0,
-    "on_oxygen": 14400.0,
-    "consciousness": 14400.0,
+    **{name: span for name, span in STALE_AFTER_S.items() if name not in CONTINUOUS},
+    "dbp": STALE_AFTER_S["sbp"],
 }
 
 
@@ -207,10 +205,6 @@ class VideoFindings:
     resp_rate: float | None
     baseline_resp_rate: float | None
     degraded: bool = False
-
-
-FINDING_THRESHOLD: Final = 0.5
-"""A probability at or above this is a finding (the model's and the alerts rules' threshold)."""
 
 
 @dataclass(frozen=True)

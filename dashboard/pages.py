@@ -17,6 +17,7 @@ import streamlit as st
 from dashboard import data
 from dashboard.broker import DashboardBroker, PublishError
 from dashboard.core import (
+    FINDING_THRESHOLD,
     NEWS2_BANDS,
     POINT_COLOURS,
     PRIORITY_COLOURS,
@@ -70,6 +71,14 @@ class Context:
     broker: DashboardBroker
     user: str
     switch_to_patient: Callable[[], None] | None = None
+
+
+@st.cache_data(max_entries=256)
+def _evidence_image(_db: data.Database, ref: data.EvidenceRow) -> bytes | None:
+    """An evidence keyframe: stored once and never changed, so fetched once, not at every refresh
+    of every alert's expander (Streamlit runs collapsed expanders too). ``_db`` is not hashed."""
+    with _db.connection() as conn:
+        return data.evidence_image(conn, ref)
 
 
 def _now() -> datetime:
@@ -321,7 +330,9 @@ def _band_chart(
 
 def _video_charts(frame: pd.DataFrame, vitals: pd.DataFrame) -> tuple[alt.LayerChart | alt.FacetChart, alt.Chart]:
     probs = frame.melt(id_vars="bucket", value_vars=["grimace", "twitch", "apnea"], var_name="finding", value_name="p")
-    threshold = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="#999").encode(y="y:Q")
+    threshold = (
+        alt.Chart(pd.DataFrame({"y": [FINDING_THRESHOLD]})).mark_rule(strokeDash=[4, 4], color="#999").encode(y="y:Q")
+    )
     probabilities = alt.layer(
         alt.Chart(probs)
         .mark_line()
@@ -431,8 +442,7 @@ def patient_page(ctx: Context) -> None:
                     st.caption(f"{ack.action} by {ack.user_name} at {ack.ts:%H:%M:%S} UTC{extra}")
                 ref = evidence_for_alert(alert, evidence)
                 if isinstance(ref, data.EvidenceRow):
-                    with ctx.db.connection() as conn:
-                        image = data.evidence_image(conn, ref)
+                    image = _evidence_image(ctx.db, ref)
                     if image:
                         st.image(
                             image,

@@ -35,7 +35,7 @@ from demo.plan import (
     topic_names,
     up_service,
 )
-from infra.ports import free_port, port_in_use
+from infra.ports import free_port, port_in_use, wait_for_listener
 from infra.settings import TopicsAdminSettings
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Child:
             return True
         ready = self.service.ready
         if ready.port is not None:
-            ok = port_in_use(ready.port)
+            ok = wait_for_listener(ready.port, timeout_s=0.2)  # accepts connections, not just bound
         else:
             ok = ready.log_pattern is not None and re.search(ready.log_pattern, self.log_text()) is not None
         if ok:
