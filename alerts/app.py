@@ -134,10 +134,13 @@ def broker_credentials(settings: KafkaSettings) -> faust.types.auth.CredentialsT
 class AlertsStats:
     def __init__(self) -> None:
         self.messages = 0
-        self.versions = 0
         self.versions_by: Counter[tuple[str, str, str]] = Counter()  # (code, priority, state) -> versions
         self.dead_lettered = 0
         self.acks_ignored = 0
+
+    @property
+    def versions(self) -> int:
+        return sum(self.versions_by.values())
 
 
 def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
@@ -184,7 +187,6 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
         for version in versions:
             await alerts_topic.send(key=version.key(), value=encode(version))
             await fhir_topic.send(key=version.key(), value=encode_fhir(version))
-            stats.versions += 1
             stats.versions_by[(version.code, version.priority.value, version.state.value)] += 1
             log.log(logging.WARNING if version.version == 1 else logging.INFO,
                     "bed %s: %s %s v%d %s (%s)", version.bed_id, version.code, version.priority.value,

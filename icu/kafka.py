@@ -267,7 +267,7 @@ class ConsumeLoop:
         for partition in [p for p in self.lag if p not in assigned]:
             del self.lag[partition]  # moved to another member in a rebalance
         for partition, records in polled.items():
-            high = self.consumer.highwater(partition) if records and partition in assigned else None
+            high = self.consumer.highwater(partition) if records else None  # poll returns assigned ones only
             if high is not None:
                 self.lag[partition] = max(0, high - (records[-1].offset + 1))
 

@@ -98,13 +98,11 @@ class InferenceWorker:
         settings: InferSettings,
         engine: InferenceEngine,
         producer: KafkaProducer,
-        *,
-        observe_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.producer = producer
-        self.observe_latency = observe_latency
+        self.observe_latency: Callable[[float], None] | None = None
         """Called with each delivered detection's latency (inferred_at - window_end), seconds."""
         self.detections_topic = Topic.DETECTIONS.full_name(settings.topic_prefix)
         self.evidence_topic = Topic.EVIDENCE.full_name(settings.topic_prefix)

@@ -33,7 +33,7 @@ from icu.contracts import (
     FrameHeader,
     Topic,
     decode,
-    decode_frame,
+    decode_record,
     make_frame,
 )
 from research import ResearchError
@@ -183,10 +183,7 @@ class RecordingWriter:
         """Decode a Kafka record by its topic's contract and append it; False when it is refused
         (malformed: counted in ``rejected``) or of a bed not recorded."""
         try:
-            if topic is Topic.FRAMES:
-                message: Contract | Frame = decode_frame(value, list(headers or ()))
-            else:
-                message = decode(JSON_MODELS[topic], value)
+            message: Contract | Frame = decode_record(topic, value, list(headers or ()))
         except ContractError:
             self.rejected += 1
             return False

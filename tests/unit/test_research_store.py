@@ -143,7 +143,7 @@ def test_a_grayscale_frame_is_blurred_whole() -> None:
     assert float(np.abs(out.astype(int) - image.astype(int)).mean()) > 20
 
 
-def test_an_export_recording_blurs_frames_and_evidence_keyframes(tmp_path: Path) -> None:
+def test_an_export_recording_blurs_frames(tmp_path: Path) -> None:
     frames = sim_frames(2)
     with RecordingWriter(tmp_path / "r", source={}, blur_faces=True) as writer:
         for frame, _ in frames:
