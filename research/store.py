@@ -3,15 +3,19 @@
 The writer appends each record as it arrives (one JSON Lines file per topic, one MP4 per camera
 whose packets are the frames' JPEGs unchanged, a sidecar line per frame) and writes the manifest
 on close. The reader yields a recording's records lazily, merged across files by event time
-with :func:`heapq.merge`: one open file and one pending record per topic and camera, whatever
-the recording's length. Within a file, records keep their recorded (arrival) order, so each
-bed's order on each topic is kept.
+with :func:`heapq.merge`: one open file and one pending record per topic partition and camera,
+whatever the recording's length. Within a file, records keep their recorded (arrival) order, so
+each bed's order on each topic is kept. A topic's file is read as one stream per Kafka partition:
+arrival order interleaves the partitions as the consumer happened to fetch them (a partition's
+records may arrive minutes of event time after another's), while each partition is in the order
+it was produced, which is event time; merging the partitions' streams is therefore in event time.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -301,6 +305,16 @@ class RecordingWriter:
 # --- reading -------------------------------------------------------------------------------
 
 
+class _All:
+    """``iter_topic``'s default: every partition."""
+
+
+ALL = _All()
+# The recorder writes "partition" right after "t" and "topic", before the value (a dead letter's
+# value has a "partition" of its own); a record without one has "partition": null.
+_PARTITION = re.compile(r'"partition":\s*(\d+|null)')
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
     """One record of a recording: its event time (epoch seconds), topic and decoded message."""
@@ -323,8 +337,9 @@ class Recording:
             present.append(Topic.FRAMES)
         return present
 
-    def iter_topic(self, topic: Topic) -> Iterator[RecordedEvent]:
-        """A topic's records in recorded order."""
+    def iter_topic(self, topic: Topic, *, partition: int | _All | None = ALL) -> Iterator[RecordedEvent]:
+        """A topic's records in recorded order (only ``partition``'s, when given; None: records
+        with no partition, as a simulated recording has)."""
         if topic is Topic.FRAMES:
             for camera in self.manifest.cameras:
                 yield from self.iter_camera(camera)
@@ -338,10 +353,23 @@ class Recording:
                 for number, line in enumerate(lines, start=1):
                     try:
                         entry = json.loads(line)
+                        if partition is not ALL and entry.get("partition") != partition:
+                            continue
                         message = decode(model, json.dumps(entry["value"]).encode())
                     except (json.JSONDecodeError, KeyError, ContractError) as exc:
                         raise ResearchError(f"{path}:{number}: not a {topic.value} record ({exc})") from None
                     yield RecordedEvent(event_time(message).timestamp(), topic, message)
+
+    def partitions(self, topic: Topic) -> list[int | None]:
+        """The Kafka partitions ``topic``'s records came from (None for records without one)."""
+        found: set[int | None] = set()
+        for info in self.manifest.topics:
+            if info.topic == topic.value:
+                with (self.folder / info.path).open(encoding="utf-8") as lines:
+                    for line in lines:
+                        match = _PARTITION.search(line)
+                        found.add(int(match.group(1)) if match and match.group(1) != "null" else None)
+        return sorted(found, key=lambda p: -1 if p is None else p)
 
     def iter_camera(self, camera: CameraFile) -> Iterator[RecordedEvent]:
         """One camera's frames (original JPEG bytes from the MP4) with their sidecar headers."""
@@ -368,7 +396,7 @@ class Recording:
             if topic is Topic.FRAMES:
                 streams.extend(self.iter_camera(c) for c in self.manifest.cameras)
             elif topic.value in {t.topic for t in self.manifest.topics}:
-                streams.append(self.iter_topic(topic))
+                streams.extend(self.iter_topic(topic, partition=p) for p in self.partitions(topic))
         return heapq.merge(*streams, key=lambda e: e.t)
 
     def truth_path(self) -> Path | None:

@@ -15,7 +15,7 @@ from research import ResearchError
 from research.blur import blur_faces, blur_jpeg
 from research.manifest import FORMAT_VERSION, read_manifest
 from research.replay import parse_speed, replay_shift
-from research.store import Recording, RecordingWriter, shifted
+from research.store import Position, Recording, RecordingWriter, shifted
 from simulator.bed import BedSimulation
 from simulator.scenario import load_scenario
 
@@ -74,6 +74,30 @@ def test_a_recording_reads_back_merged_by_time_with_each_file_s_order(tmp_path: 
     while capture.read()[0]:
         decoded += 1
     assert decoded == 5
+
+
+def test_partitions_fetched_out_of_step_still_read_back_in_event_time(tmp_path: Path) -> None:
+    # A live capture writes records as the consumer fetched them: all of partition 1's first,
+    # then partition 0's, so the vitals file goes back in time. Each partition is in event time.
+    def detection(bed: str, second: float) -> Detection:
+        return Detection(bed_id=bed, camera_id=f"{bed}-cam", ts=T0 + timedelta(seconds=second), seq=int(second),
+                         model="m", model_version="1", grimace=0, twitch=0, apnea=0, inferred_at=T0)  # fmt: skip
+
+    with RecordingWriter(tmp_path / "r", source={}) as writer:
+        for second in range(10):
+            writer.add(vitals("icu1-02", second), position=Position(partition=1, offset=second))
+        for second in range(10):
+            writer.add(vitals("icu1-01", second), position=Position(partition=0, offset=second))
+        for second in range(10):
+            writer.add(detection("icu1-01", second + 0.5), position=Position(partition=0, offset=second))
+    rec = Recording(tmp_path / "r")
+    assert rec.partitions(Topic.VITALS) == [0, 1]
+    events = list(rec.iter_events([Topic.VITALS, Topic.DETECTIONS]))
+    assert len(events) == 30
+    assert [e.t for e in events] == sorted(e.t for e in events)
+    # One bed's vitals and detections interleave in time, as the alerts core needs them.
+    bed = [type(e.message).__name__[0] for e in events if e.message.bed_id == "icu1-01"]
+    assert bed == ["V", "D"] * 10
 
 
 def test_a_recording_refuses_a_used_folder_and_reads_only_its_own_format(tmp_path: Path) -> None:
