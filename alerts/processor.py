@@ -5,9 +5,11 @@ in its table. Each message updates it and returns the alert versions it caused. 
 messages' own (event time), so a replay gives the same alerts as the live run. Vitals and
 detections come from different topics, which Kafka does not order against each other, so a
 bed's messages wait in a small reorder buffer until the other stream has caught up with them
-(at most ``max_skew_s`` of event time; ticks stop waiting for a stream gone quiet): the rules
-see both in time order, and a lagging video pipeline delays vitals alerts by ``max_skew_s`` at
-most. Between messages,
+(at most ``max_skew_s`` of event time, and never less than ``reorder_min_wait_s`` of wall time;
+ticks stop waiting for a stream gone quiet): the rules see both in time order, and a lagging
+video pipeline delays vitals alerts by ``max_skew_s`` at most. The wall-time floor is for
+replays: at 30x, 5 s of event time pass in 0.17 s, less than a busy consumer may read one
+topic ahead of another. Between messages,
 ticks move a quiet bed's clock on by the wall-clock time since its last message, so
 escalations, snooze ends, resolutions and stale-vitals alerts happen when nothing arrives too.
 """
@@ -23,7 +25,7 @@ from alerts.rules import BedState, RuleThresholds, add_camera_status, add_detect
 from icu.contracts import Alert, AlertAck, CameraStatus, Detection, Vitals
 
 QUIET_S = 3.0  # a stream with no message for this long (wall clock) is not waited for
-MAX_PENDING = 2000  # messages held per bed while the other stream catches up
+MAX_PENDING = 2000  # messages held per bed while the other stream catches up (the hard bound)
 STREAM_ORDER = {"vitals": 0, "detections": 1, "camera": 2}
 CONTRACTS: dict[str, type[Vitals] | type[Detection] | type[CameraStatus]] = {
     "vitals": Vitals,
@@ -38,8 +40,8 @@ class BedRecord:
     alerts: dict[str, OpenAlert] = field(default_factory=dict)
     now: float = 0.0  # the bed's clock: newest event time, moved on by ticks
     arrival: float = 0.0  # wall-clock time the newest event arrived
-    # (ts, order, stream, message): waiting for the other stream; JSON only in snapshots.
-    pending: list[tuple[float, int, str, Vitals | Detection | CameraStatus]] = field(default_factory=list)
+    # (ts, order, stream, message, wall-clock arrival): waiting for the other stream; JSON only in snapshots.
+    pending: list[tuple[float, int, str, Vitals | Detection | CameraStatus, float]] = field(default_factory=list)
     latest: dict[str, float] = field(default_factory=dict)  # stream -> newest event time seen
     seen: dict[str, float] = field(default_factory=dict)  # stream -> wall-clock time of its newest message
 
@@ -49,7 +51,7 @@ class BedRecord:
             "alerts": {code: a.to_dict() for code, a in self.alerts.items()},
             "now": self.now,
             "arrival": self.arrival,
-            "pending": [(t, o, k, m.model_dump_json()) for t, o, k, m in self.pending],
+            "pending": [(t, o, k, m.model_dump_json(), a) for t, o, k, m, a in self.pending],
             "latest": self.latest,
             "seen": self.seen,
         }
@@ -62,8 +64,15 @@ class BedRecord:
             now=float(data.get("now", 0.0)),
             arrival=float(data.get("arrival", 0.0)),
             pending=[
-                (float(t), int(o), str(k), CONTRACTS[k].model_validate_json(v))
-                for t, o, k, v in data.get("pending", [])
+                # Snapshots from before arrival times were kept have four fields: long arrived.
+                (
+                    float(p[0]),
+                    int(p[1]),
+                    str(p[2]),
+                    CONTRACTS[p[2]].model_validate_json(p[3]),
+                    float(p[4]) if len(p) > 4 else 0.0,
+                )
+                for p in data.get("pending", [])
             ],
             latest={k: float(v) for k, v in data.get("latest", {}).items()},
             seen={k: float(v) for k, v in data.get("seen", {}).items()},
@@ -79,6 +88,7 @@ class AlertProcessor:
     thresholds: RuleThresholds = field(default_factory=RuleThresholds)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     max_skew_s: float = 5.0
+    reorder_min_wait_s: float = 2.0  # wall seconds a message waits for the other stream, whatever max_skew_s
 
     def on_message(self, record: BedRecord, message: Vitals | Detection | CameraStatus, *, wall: float) -> list[Alert]:
         stream = (
@@ -88,7 +98,7 @@ class AlertProcessor:
         record.latest[stream] = max(record.latest.get(stream, t), t)
         record.seen[stream] = wall
         record.arrival = wall
-        bisect.insort(record.pending, (t, STREAM_ORDER[stream], stream, message), key=lambda p: (p[0], p[1]))
+        bisect.insort(record.pending, (t, STREAM_ORDER[stream], stream, message, wall), key=lambda p: (p[0], p[1]))
         return self._release(record, wall, quiet_by_wall=False)
 
     def _release(self, record: BedRecord, wall: float, *, quiet_by_wall: bool) -> list[Alert]:
@@ -105,12 +115,18 @@ class AlertProcessor:
         ]
         newest = max(record.latest.values())
         watermark = min((record.latest[s] for s in waited_for), default=newest)
-        watermark = max(watermark, newest - self.max_skew_s)
         count = bisect.bisect_right(record.pending, watermark, key=lambda p: p[0])
-        count = max(count, len(record.pending) - MAX_PENDING)
+        # Past max_skew_s of event time a message stops waiting for the other stream, once it has
+        # also waited reorder_min_wait_s of wall time (in order: a message still waiting holds
+        # back the ones after it).
+        skew_floor, waited_since = newest - self.max_skew_s, wall - self.reorder_min_wait_s
+        pending = record.pending
+        while count < len(pending) and pending[count][0] <= skew_floor and pending[count][4] <= waited_since:
+            count += 1
+        count = max(count, len(pending) - MAX_PENDING)
         ready, record.pending = record.pending[:count], record.pending[count:]
         out: list[Alert] = []
-        for i, (t, _, _, message) in enumerate(ready):
+        for i, (t, _, _, message, _) in enumerate(ready):
             if isinstance(message, Vitals):
                 add_vitals(record.rules, message, self.thresholds)
             elif isinstance(message, Detection):

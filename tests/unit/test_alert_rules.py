@@ -235,7 +235,32 @@ def test_vitals_and_detections_out_of_step_by_a_few_seconds_give_the_same_alerts
     in_order = versions(messages, buffered)
     assert in_order
     assert versions(shuffled, buffered) == in_order
-    assert versions(shuffled, AlertProcessor(max_skew_s=0.0)) != in_order
+    assert versions(shuffled, AlertProcessor(max_skew_s=0.0, reorder_min_wait_s=0.0)) != in_order
+
+
+def test_a_fast_replay_read_a_topic_ahead_gives_the_same_alerts() -> None:
+    # A replay at 30x read by a busy consumer: the detections arrive 1 s of wall time (30 s of
+    # event time, far past max_skew_s) after the vitals of the same instant. The wall-clock
+    # floor keeps the vitals waiting; without it they are applied first and the alerts differ.
+    messages = list(scenario_messages(load_scenario("apnea"), bed_id="icu1-01", start=START, seed=1))
+    t0 = messages[0].ts.timestamp()
+    speed, lag_s = 30.0, 1.0
+    arrivals = sorted(
+        ((m.ts.timestamp() - t0) / speed + (lag_s if isinstance(m, Detection) else 0.0), k, m)
+        for k, m in enumerate(messages)
+    )
+
+    def versions(processor: AlertProcessor, timed: list[tuple[float, int, Vitals | Detection]]) -> list[tuple]:
+        record = BedRecord.new("icu1-01")
+        out: list[Alert] = []
+        for wall, _, m in timed:
+            out += processor.on_message(record, m, wall=wall)
+        return [(a.code, a.version, a.state, a.updated_at) for a in out]
+
+    in_order = versions(AlertProcessor(), [(float(k), k, m) for k, m in enumerate(messages)])
+    assert in_order
+    assert versions(AlertProcessor(), arrivals) == in_order
+    assert versions(AlertProcessor(reorder_min_wait_s=0.0), arrivals) != in_order
 
 
 def test_an_escalated_alert_keeps_its_own_explanation_when_other_rules_hold_too() -> None:
