@@ -170,6 +170,34 @@ def _cmd_bench_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_all(args: argparse.Namespace) -> int:
+    from infra.bench_all import STAGES, bench_all
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    unknown = [s for s in stages or [] if s not in STAGES]
+    if unknown or stages == []:
+        raise ConfigError(f"--stages: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(STAGES)}")
+    settings = load_settings(DatabaseAdminSettings, database_url=args.database_url)
+    configure_logging("WARNING")
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = bench_all(quick=args.quick, stages=stages, database_url=url, weights=args.weights, device=args.device,
+                       progress=progress)  # fmt: skip
+    table = result["table"]
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+    print(table, end="")
+    failed = [name for name, stage in result["stages"].items() if "error" in stage]
+    if failed:
+        print(f"icu bench all: failed stages: {', '.join(failed)} (see the table and the log above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # --- simulator ------------------------------------------------------------------------------
 
 
@@ -910,6 +938,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks that print figures").add_subparsers(
         dest="bench_command", metavar="STAGE", required=True
     )
+    bench_all = bench.add_parser(
+        "all",
+        help="every stage's benchmark in turn, one Markdown table of figures, limits and ratios (--quick: ~3 min)",
+        description="Runs the broker, db, sim, ingest, inference, alerts and dashboard benchmarks one after the "
+        "other, at sizes no larger than their own defaults (--quick: about 3 minutes on 2 CPU cores; default: "
+        "about 8), and prints one Markdown table: each figure with the limit it is measured against "
+        "(a raw limit measured in the same run, or the project's target) and their ratio, then the end-to-end "
+        "latencies frame capture -> detection and threshold-crossing vital -> alert (p50/p99). Progress goes to "
+        "stderr. Each stage starts its own embedded broker; the db and dashboard stages work in scratch databases "
+        "created beside ICU_DATABASE_URL's and dropped, or in an embedded PostgreSQL started for them when it is "
+        "unset. A stage that fails is a 'failed: <reason>' row and the exit status is 1. For one stage's full "
+        "figures and flags, use `icu bench <stage>`.",
+    )
+    bench_all.add_argument("--quick", action="store_true", help="smaller sizes: about 3 minutes on 2 CPU cores")
+    bench_all.add_argument(
+        "--stages",
+        metavar="LIST",
+        help="comma-separated subset, run in the order given "
+        "(broker,db,sim,ingest,inference,alerts,dashboard; default all)",
+    )
+    bench_all.add_argument("--out", type=Path, metavar="FILE.json", help="also write every result as JSON here")
+    bench_all.add_argument("--markdown", type=Path, metavar="FILE.md", help="also write the table here")
+    bench_all.add_argument("--database-url", dest="database_url", help=_env("PostgreSQL URL", "ICU_DATABASE_URL"))
+    bench_all.add_argument(
+        "--weights", type=Path, help="inference: model.pt (default: the temporal-small architecture)"
+    )
+    bench_all.add_argument("--device", default="auto", help="inference: auto, cpu, cuda (default auto)")
+    bench_all.set_defaults(handler=_cmd_bench_all)
     bench_db = bench.add_parser(
         "db",
         help="COPY rate into vitals: raw COPY vs the project's write path",
