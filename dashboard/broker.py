@@ -8,11 +8,11 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from icu.contracts import AlertAck, Topic, encode, kafka_key
-from icu.kafka import close_producer, create_producer
+from icu.kafka import RenewingProducer, close_producer, create_renewing_producer
 from icu.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ class DashboardBroker:
         self.settings = settings
         self.prefix = topics.topic_prefix
         self._lock = threading.Lock()
-        self._producer: KafkaProducer | None = None
+        self._producer: RenewingProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._admin: KafkaAdminClient | None = None
 
-    def _get_producer(self) -> KafkaProducer:
+    def _get_producer(self) -> RenewingProducer:
         if self._producer is None:
-            self._producer = create_producer(self.settings, linger_ms=0)
+            self._producer = create_renewing_producer(self.settings, name="dashboard acks", linger_ms=0)
         return self._producer
 
     def publish_ack(self, ack: AlertAck, *, timeout_s: float = 10.0) -> None:

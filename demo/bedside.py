@@ -26,11 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from av import VideoFrame
-from kafka import KafkaProducer
 
 from demo.plan import BedPlan, parse_bed_arg
 from icu.contracts import Topic, Vitals, encode, kafka_key
-from icu.kafka import close_producer, create_producer
+from icu.kafka import Producer, close_producer, create_renewing_producer
 from icu.settings import KafkaSettings, TopicSettings, configure_logging
 from simulator.bed import BedSimulation
 from simulator.camera import WhipSession, publish_whip
@@ -136,7 +135,7 @@ class BedTrack(VideoStreamTrack):
 class Monitors:
     """Sends every bed's vitals to ``<prefix>.vitals`` (keyed by bed), counting failures."""
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
         self.sent = 0
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pin_ice_host_addresses(("127.0.0.1",))
     beds = [parse_bed_arg(value, index) for index, value in enumerate(args.bed)]
-    producer = create_producer(settings, linger_ms=20)
+    producer = create_renewing_producer(settings, name="bedside monitors", linger_ms=20)
     monitors = Monitors(producer, Topic.VITALS.full_name(settings.topic_prefix))
     try:
         asyncio.run(run_bedside(beds, endpoint=args.whip, token=token, fps=args.fps, size=parse_size(args.size),

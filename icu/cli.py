@@ -268,7 +268,7 @@ def _cmd_sim_clips(args: argparse.Namespace) -> int:
 
 def _cmd_sim_ward(args: argparse.Namespace) -> int:
     from icu.contracts import Topic
-    from icu.kafka import GracefulStop, create_producer
+    from icu.kafka import GracefulStop, create_renewing_producer
     from infra.topics import require_topics
     from simulator.settings import SimWardSettings
     from simulator.ward import DEFAULT_MIX, Ward, open_truth
@@ -288,7 +288,7 @@ def _cmd_sim_ward(args: argparse.Namespace) -> int:
     # Also the reachability check: an unreachable broker fails here as one line.
     require_topics(settings, [Topic.FRAMES, Topic.VITALS])
     stop = GracefulStop().install()
-    producer = create_producer(settings, max_block_ms=5_000)
+    producer = create_renewing_producer(settings, name="simulated ward", max_block_ms=5_000)
     truth = open_truth(args.truth)
     try:
         ward = Ward(settings, scenarios, truth_out=truth)
@@ -414,7 +414,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 
 def _cmd_infer(args: argparse.Namespace) -> int:
     from icu.contracts import Topic
-    from icu.kafka import GracefulStop, close_producer, create_producer
+    from icu.kafka import GracefulStop, close_producer, create_renewing_producer
     from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop, observe
     from infra.observability import start_observability
     from infra.topics import require_topics
@@ -431,7 +431,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     engine = build_engine(settings)
     require_topics(settings, [Topic.FRAMES, Topic.DETECTIONS, Topic.EVIDENCE, Topic.DEAD_LETTER])
     stop = GracefulStop().install()
-    producer = create_producer(settings)
+    producer = create_renewing_producer(settings, name="inference")
     worker = InferenceWorker(settings, engine, producer)
     loop = consume_loop(settings, worker, producer, stop)
     observe(observability, worker, loop)
@@ -452,7 +452,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 def _cmd_sink(args: argparse.Namespace) -> int:
     from icu.contracts import Topic
-    from icu.kafka import GracefulStop, close_producer, create_producer
+    from icu.kafka import GracefulStop, close_producer, create_renewing_producer
     from infra.db.migrate import redact
     from infra.db.sink import SINK_TOPICS, DatabaseSink, SinkSettings, consume_loop, observe
     from infra.observability import start_observability
@@ -475,7 +475,7 @@ def _cmd_sink(args: argparse.Namespace) -> int:
     try:
         version = sink.require_schema()
         stop = GracefulStop().install()
-        producer = create_producer(settings)
+        producer = create_renewing_producer(settings, name="sink dead letters")
         try:
             loop = consume_loop(settings, sink, producer, stop)
             observe(observability, sink, loop)

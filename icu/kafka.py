@@ -91,8 +91,107 @@ def create_consumer(
     return consumer
 
 
-def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+class Producer(Protocol):
+    """What the stages use of a producer: :class:`kafka.KafkaProducer` or :class:`RenewingProducer`."""
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> FutureRecordMetadata: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+class RenewingProducer:
+    """A producer for a long-running service that replaces itself after a fatal error.
+
+    kafka-python's idempotent producer turns some errors into a permanent failed state in which
+    every later send fails: a broker that lost its producer state (the embedded broker loses
+    everything when it restarts, and refuses the epoch bump the client then asks for), a producer
+    fenced, authorisation revoked. Before each send this checks for that state and, when found,
+    closes the failed producer (its undelivered records fail through their callbacks, as any
+    delivery failure does) and creates a new one with the same settings, saying so in the log.
+    Callers already treat a failed send as a failed delivery (retry the batch, or count the drop).
+    """
+
+    def __init__(self, factory: Callable[[], KafkaProducer], *, name: str) -> None:
+        self._factory = factory
+        self._name = name
+        self._lock = threading.Lock()
+        self._producer = factory()
+        self.renewals = 0
+
+    @property
+    def current(self) -> KafkaProducer:
+        self._renew_if_failed()
+        return self._producer
+
+    def _renew_if_failed(self) -> None:
+        failed = _fatal_error(self._producer)
+        if failed is None:
+            return
+        with self._lock:
+            if _fatal_error(self._producer) is None:
+                return  # another thread renewed it
+            old = self._producer
+            log.warning(
+                "%s: the Kafka producer failed for good (%s); replacing it with a new one (renewal %d). "
+                "Records it had not delivered count as failed deliveries.",
+                self._name,
+                failed,
+                self.renewals + 1,
+            )
+            self._producer = self._factory()
+            self.renewals += 1
+        close_producer(old, 0)
+        log.info("%s: new Kafka producer ready; sending again", self._name)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> FutureRecordMetadata:
+        return self.current.send(
+            topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms
+        )
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._producer.flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        close_producer(self._producer, 30.0 if timeout is None else timeout)
+
+
+def _fatal_error(producer: KafkaProducer) -> str | None:
+    """The error that put ``producer`` in kafka-python's fatal state, or None when it is usable."""
+    manager = getattr(producer, "_transaction_manager", None)  # None when idempotence is off
+    if manager is None or not manager.has_fatal_error():
+        return None
+    error = manager.last_error
+    return f"{type(error).__name__}: {error}" if error is not None else "fatal error"
+
+
+def create_renewing_producer(settings: KafkaSettings, *, name: str, **overrides: Any) -> RenewingProducer:
+    """:func:`create_producer` for a service that runs for days: renewed after a fatal error."""
+    return RenewingProducer(lambda: create_producer(settings, **overrides), name=name)
+
+
+def close_producer(producer: Producer, timeout_s: float) -> None:
     """Flush and close; records still undelivered after ``timeout_s`` are dropped (and logged)."""
+    if isinstance(producer, RenewingProducer):
+        producer.close(timeout_s)
+        return
     try:
         producer.close(timeout=timeout_s)
     except KafkaError as exc:
@@ -137,6 +236,9 @@ class GracefulStop:
         return self.event.wait(timeout)
 
 
+BROKER_LOST_AFTER_S = 3.0  # a consume loop says the broker is lost after this long without a coordinator
+
+
 class DeadLetterError(Exception):
     """Dead letters could not be delivered; the batch must not be committed."""
 
@@ -149,7 +251,7 @@ class DeadLetterPublisher:
     third) are replaced by their size and SHA-256, so one huge record cannot wedge a worker.
     """
 
-    producer: KafkaProducer
+    producer: Producer
     topic: str
     stage: str
     sent: int = 0
@@ -241,6 +343,9 @@ class ConsumeLoop:
     lag: dict[TopicPartition, int] = field(default_factory=dict)
     """Records behind the partition's high watermark after the last batch, per partition this
     consumer owns (from the fetch responses, so free; the broker's own figures are authoritative)."""
+    broker_lost_since: float | None = None
+    """Monotonic time since which the group coordinator has been unknown (broker down), or None."""
+    _said_lost: bool = False
 
     def run(self, *, max_batches: int | None = None) -> ConsumeStats:
         try:
@@ -249,6 +354,7 @@ class ConsumeLoop:
                     break
                 polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
                 self._beat()
+                self._note_broker()
                 if polled:
                     self._process_batch(polled)
         finally:
@@ -261,6 +367,26 @@ class ConsumeLoop:
     def _beat(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat()
+
+    def _note_broker(self) -> None:
+        """Log, once each, losing the broker (no group coordinator for BROKER_LOST_AFTER_S) and
+        finding it again: kafka-python reconnects by itself, but only logs each failed attempt."""
+        coordinator = getattr(self.consumer, "_coordinator", None)  # kafka-python's group coordinator
+        if coordinator is None:
+            return
+        now = time.monotonic()
+        if coordinator.coordinator_unknown():
+            if self.broker_lost_since is None:
+                self.broker_lost_since = now
+            elif not self._said_lost and now - self.broker_lost_since >= BROKER_LOST_AFTER_S:
+                self._said_lost = True
+                log.warning("Kafka broker unreachable (no group coordinator for %.0f s); reconnecting, nothing is "
+                            "committed meanwhile", now - self.broker_lost_since)  # fmt: skip
+        elif self.broker_lost_since is not None:
+            if self._said_lost:
+                log.warning("Kafka broker reachable again after %.0f s: group coordinator found, consuming",
+                            now - self.broker_lost_since)  # fmt: skip
+            self.broker_lost_since, self._said_lost = None, False
 
     def _note_lag(self, polled: Mapping[TopicPartition, list[ConsumedRecord]]) -> None:
         assigned = set(self.consumer.assignment())

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from kafka import KafkaProducer
 from pydantic import Field
 
 from icu.contracts import Detection, Evidence, Frame, Topic, encode
-from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
+from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Producer, Received, Rejected, create_consumer
 from icu.settings import ConfigError, ObservabilitySettings, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
 from inference.train import load_weights
@@ -97,7 +96,7 @@ class InferenceWorker:
         self,
         settings: InferSettings,
         engine: InferenceEngine,
-        producer: KafkaProducer,
+        producer: Producer,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -177,7 +176,7 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
 
 
 def consume_loop(
-    settings: InferSettings, worker: InferenceWorker, producer: KafkaProducer, stop: GracefulStop
+    settings: InferSettings, worker: InferenceWorker, producer: Producer, stop: GracefulStop
 ) -> ConsumeLoop:
     frames_topic = Topic.FRAMES.full_name(settings.topic_prefix)
     consumer = create_consumer(

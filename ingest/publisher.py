@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from icu.contracts import CameraStatus, Frame, encode
+from icu.kafka import Producer
 from ingest.camera import CameraFeed
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class FramePublisher:
 
     def __init__(
         self,
-        producer: KafkaProducer,
+        producer: Producer,
         *,
         frames_topic: str,
         status_topic: str,

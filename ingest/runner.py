@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 import cv2
-from kafka import KafkaProducer
 
 from icu.contracts import Topic
-from icu.kafka import create_producer
+from icu.kafka import Producer, RenewingProducer, create_renewing_producer
 from ingest.camera import CameraFeed, CameraState, SourceKind
 from ingest.publisher import FramePublisher
 from ingest.settings import IngestSettings
@@ -37,11 +36,13 @@ class Source(Protocol):
     def run(self, feed: CameraFeed, stop: threading.Event) -> None: ...
 
 
-def create_frame_producer(settings: IngestSettings) -> KafkaProducer:
+def create_frame_producer(settings: IngestSettings) -> RenewingProducer:
     """A producer tuned for frames: bounded blocking and a short delivery timeout, since a frame
-    Kafka cannot take within seconds is stale anyway (and counted as dropped)."""
-    return create_producer(
+    Kafka cannot take within seconds is stale anyway (and counted as dropped). Renewed after a
+    fatal error (a broker that lost its state), so frames flow again once Kafka is back."""
+    return create_renewing_producer(
         settings,
+        name="camera ingest",
         linger_ms=settings.ingest_linger_ms,
         # Room for many ~10-30 kB frames per request; the 16 kB default sends one frame per request.
         batch_size=512 * 1024,
@@ -62,7 +63,7 @@ class Camera:
 class IngestRunner:
     """Owns the publisher thread and each camera's source thread."""
 
-    def __init__(self, settings: IngestSettings, producer: KafkaProducer, stop: threading.Event | None = None) -> None:
+    def __init__(self, settings: IngestSettings, producer: Producer, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
         # Parallelism comes from cameras (one thread each); OpenCV's own pool only adds spinning.

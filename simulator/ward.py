@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,11 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import cv2
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from icu.contracts import FrameHeader, Topic, encode, kafka_key, make_frame
-from icu.kafka import GracefulStop
+from icu.kafka import GracefulStop, Producer
 from simulator.bed import BedSimulation
 from simulator.physiology import episode_events
 from simulator.scenario import Scenario
@@ -105,7 +105,7 @@ class SimulatedBed:
         """Simulated time (from the ward's start) of this bed's next frame."""
         return self._offset_s + self.sim.next_index / self.sim.fps
 
-    def advance(self, now_s: float, producer: KafkaProducer, ward: Ward) -> None:
+    def advance(self, now_s: float, producer: Producer, ward: Ward) -> None:
         """Publish what is due at simulated time ``now_s``: the newest frame and any vitals."""
         local = now_s - self._offset_s
         if local >= self.scenario.duration_s:
@@ -159,7 +159,8 @@ class Ward:
             SimulatedBed(settings, scenarios[i % len(scenarios)], i, self.start) for i in range(settings.sim_beds)
         ]
         self._truth_out = truth_out
-        self._failed = False
+        self.delivery_failures = 0
+        self._failure_logged_at = -math.inf
 
     def write_truth(self, bed: SimulatedBed) -> None:
         if self._truth_out is not None:
@@ -168,7 +169,7 @@ class Ward:
 
     def send(
         self,
-        producer: KafkaProducer,
+        producer: Producer,
         bed: SimulatedBed,
         topic: Topic,
         key: bytes | None,
@@ -189,12 +190,15 @@ class Ward:
         else:
             bed.stats.frames_sent += 1
 
-    def _on_error(self, exc: BaseException, topic: str) -> None:
-        if not self._failed:
-            log.error("delivery to %s failed: %s", topic, exc)
-        self._failed = True
+    def _on_error(self, topic: str, exc: BaseException) -> None:
+        # kafka-python's sender thread calls this as f(*args, exc). Once per 10 s, not per frame.
+        self.delivery_failures += 1
+        now = time.monotonic()
+        if now - self._failure_logged_at >= 10:
+            self._failure_logged_at = now
+            log.error("delivery to %s failed (%d failures so far): %s", topic, self.delivery_failures, exc)
 
-    def run(self, producer: KafkaProducer, stop: GracefulStop, *, duration_s: float | None = None) -> list[BedStats]:
+    def run(self, producer: Producer, stop: GracefulStop, *, duration_s: float | None = None) -> list[BedStats]:
         """Publish until ``stop`` or until ``duration_s`` simulated seconds have passed."""
         for bed in self.beds:
             self.write_truth(bed)

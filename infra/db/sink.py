@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import psycopg
-from kafka import KafkaProducer
 from pydantic import Field
 
 from icu.contracts import Alert, AlertAck, CameraStatus, Contract, Detection, Evidence, Topic, Vitals
-from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Received, Rejected, create_consumer
+from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Producer, Received, Rejected, create_consumer
 from icu.settings import DatabaseSettings, ObservabilitySettings
 from infra.db.migrate import connect, discover, redact
 from infra.db.writer import DatabaseWriter
@@ -358,9 +357,7 @@ class DatabaseSink:
         return current
 
 
-def consume_loop(
-    settings: SinkSettings, sink: DatabaseSink, producer: KafkaProducer, stop: GracefulStop
-) -> ConsumeLoop:
+def consume_loop(settings: SinkSettings, sink: DatabaseSink, producer: Producer, stop: GracefulStop) -> ConsumeLoop:
     """The sink's consume loop: every stored topic in ``settings.sink_group``, malformed records
     and rows the database refuses dead-lettered, database outages retried with backoff."""
     topics = {topic.full_name(settings.topic_prefix): topic for topic in SINK_TOPICS}

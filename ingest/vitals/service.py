@@ -34,11 +34,10 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 from hl7.mllp import start_hl7_server
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamReader, HL7StreamWriter
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from icu.contracts import DeadLetter, Topic, encode
-from icu.kafka import close_producer, create_producer
+from icu.kafka import Producer, RenewingProducer, close_producer, create_renewing_producer
 from infra.errors import InfraError
 from infra.topics import require_topics
 from ingest.auth import bearer_token
@@ -89,7 +88,7 @@ class OutRecord:
 class KafkaSink:
     """Sends records and waits for the broker's acknowledgements off the event loop."""
 
-    def __init__(self, producer: KafkaProducer, executor: ThreadPoolExecutor, timeout_s: float) -> None:
+    def __init__(self, producer: Producer, executor: ThreadPoolExecutor, timeout_s: float) -> None:
         self.producer = producer
         self.executor = executor
         self.timeout_s = timeout_s
@@ -158,7 +157,7 @@ class VitalsIngest:
         self.dead_letter_topic = Topic.DEAD_LETTER.full_name(settings.topic_prefix)
         self._token = settings.vitals_http_token.get_secret_value().encode() if settings.vitals_http_token else None
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vitals-kafka")
-        self._producer: KafkaProducer | None = None
+        self._producer: RenewingProducer | None = None
         self._sink: KafkaSink | None = None
         self._mllp_server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
@@ -196,7 +195,12 @@ class VitalsIngest:
         try:
             self._producer = await loop.run_in_executor(
                 None,
-                functools.partial(create_producer, settings, max_block_ms=int(settings.vitals_ack_timeout_s * 1000)),
+                functools.partial(
+                    create_renewing_producer,
+                    settings,
+                    name="vitals ingest",
+                    max_block_ms=int(settings.vitals_ack_timeout_s * 1000),
+                ),
             )
         except KafkaError as exc:
             raise VitalsIngestError(
