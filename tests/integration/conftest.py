@@ -12,7 +12,12 @@ CI) a missing service fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +110,33 @@ def timescale_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def dedicated_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, so stopping it disturbs no other test.
+
+    Its folder is outside pytest's temporary root: as root, the server runs as another user who
+    must traverse the folder's parents, and every pytest session that starts (another shell's
+    included) makes ``/tmp/pytest-of-root`` private again."""
+    folder = Path(tempfile.mkdtemp(prefix="icu-sink-outage-"))
+    server = EmbeddedPostgres(folder / "data", port=0, database="icu_outage")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        _kill_leftover_postmaster(folder / "data")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_leftover_postmaster(data_dir: Path) -> None:
+    """End the server this test started if ``pg_ctl stop`` could not (fast shutdown, then kill)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # raises once the process is gone
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)

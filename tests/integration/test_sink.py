@@ -7,18 +7,15 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,7 +27,6 @@ from icu.kafka import ConsumeLoop, GracefulStop, create_producer
 from infra.db.migrate import connect, migrate
 from infra.db.sink import DatabaseSink, SinkSettings, consume_loop
 from infra.db.writer import DETECTIONS, EVIDENCE
-from infra.postgres import EmbeddedPostgres
 from tests import samples
 from tests.fixtures import load
 from tests.integration.records import read_records
@@ -346,36 +342,6 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-
-
-@pytest.fixture
-def dedicated_postgres():
-    """A PostgreSQL server of this test's own, so stopping it disturbs no other test.
-
-    Its folder is outside pytest's temporary root: as root, the server runs as another user who
-    must traverse the folder's parents, and every pytest session that starts (another shell's
-    included) makes ``/tmp/pytest-of-root`` private again."""
-    folder = Path(tempfile.mkdtemp(prefix="icu-sink-outage-"))
-    server = EmbeddedPostgres(folder / "data", port=0, database="icu_outage")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        _kill_leftover_postmaster(folder / "data")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _kill_leftover_postmaster(data_dir: Path) -> None:
-    """End the server this test started if ``pg_ctl stop`` could not (fast shutdown, then kill)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)  # raises once the process is gone
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("outage", ["restart", "network-cut", "cut-mid-batch"])
