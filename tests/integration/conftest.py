@@ -32,6 +32,7 @@ from infra.ports import free_port
 from infra.postgres import EmbeddedPostgres
 from infra.settings import TopicsAdminSettings
 from infra.topics import create_topics
+from tests.integration.services import Service
 from tests.integration.timescale_engine import TimescaleEngine, timescale_unavailable_reason
 
 pytestmark = pytest.mark.integration
@@ -140,3 +141,12 @@ def _kill_leftover_postmaster(data_dir: Path) -> None:
             os.kill(pid, 0)  # raises once the process is gone
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """Every service a test starts, stopped at the end whatever happened."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.stop()

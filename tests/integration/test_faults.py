@@ -11,29 +11,21 @@ import itertools
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from alerts.app import STAGE as ALERTS_STAGE
 from alerts.app import worker_env
 from icu.contracts import (
-    CameraState,
-    CameraStatus,
     DeadLetter,
     Detection,
     FrameHeader,
     Topic,
     decode,
-    encode,
     make_frame,
 )
 from icu.kafka import close_producer, create_producer
@@ -48,68 +40,9 @@ from infra.topics import create_topics
 from tests import samples
 from tests.http import http_get
 from tests.integration.records import read_records
+from tests.integration.services import Service, env_for, infer_env, lost_camera, wait_until
 from tests.integration.test_inference_worker import tiny_weights
 from tests.integration.test_sink import TcpProxy
-
-ICU = [sys.executable, "-m", "icu.cli"]
-
-
-class Service:
-    """One `icu` subprocess with its log in a file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], tmp: Path) -> None:
-        self.name = name
-        self.log_path = tmp / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen([*ICU, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self._log.closed:
-            return
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    """Every service a test starts, stopped at the end whatever happened."""
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
-
-
-def env_for(settings: TopicsAdminSettings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ICU_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "ICU_TOPIC_PREFIX": settings.topic_prefix,
-        "ICU_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "ICU_LOG_LEVEL": "INFO",
-        **extra,
-    }
-
-
-def infer_env(settings: TopicsAdminSettings, weights: Path, **extra: str) -> dict[str, str]:
-    """A small, fast model so two workers and the cameras fit on two cores."""
-    return env_for(settings, ICU_INFER_WEIGHTS=str(weights), ICU_INFER_DEVICE="cpu", ICU_INFER_THREADS="1",
-                   ICU_INFER_WINDOW_FRAMES="32", ICU_INFER_START="earliest", **extra)  # fmt: skip
 
 
 def ward(settings: TopicsAdminSettings, beds: int, tmp: Path, **extra: str) -> Service:
@@ -124,15 +57,6 @@ def metric(port: int, name: str) -> float | None:
         return None
     found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", body, re.MULTILINE)
     return float(found.group(1)) if found else None
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, services: list[Service]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        for service in services:
-            assert service.alive(), f"{service.name} exited ({service.process.returncode}):\n{service.log()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f} s"
-        time.sleep(0.5)
 
 
 def detections_by_bed(settings: TopicsAdminSettings) -> dict[str, list[Detection]]:
@@ -280,14 +204,6 @@ def test_the_sink_catches_up_after_the_database_is_down_for_30_s(
         assert sink.alive()
     finally:
         proxy.close()
-
-
-def lost_camera(settings: TopicsAdminSettings, bed: str) -> None:
-    status = CameraStatus(bed_id=bed, camera_id=f"{bed}-cam", ts=datetime.now(UTC), state=CameraState.LOST,
-                          source="file", fps_in=0, fps_out=0, frames_dropped=0, reconnects=0)  # fmt: skip
-    producer = create_producer(settings)
-    producer.send(Topic.CAMERA_STATUS.full_name(settings.topic_prefix), key=status.key(), value=encode(status))
-    close_producer(producer, 10)
 
 
 def alerts_stored(database_url: str, bed: str, code: str) -> int:

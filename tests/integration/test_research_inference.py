@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from alerts.app import worker_env
 from icu.contracts import Alert, Detection, Topic, decode
@@ -22,10 +18,9 @@ from infra.topics import create_topics
 from research.replay import replay
 from research.store import Recording
 from tests.integration.records import read_records
-from tests.integration.test_faults import Service, infer_env, lost_camera, wait_until
+from tests.integration.services import ICU, Service, infer_env, lost_camera, wait_until
 from tests.integration.test_inference_worker import tiny_weights
 
-ICU = [sys.executable, "-m", "icu.cli"]
 # A patient breathing 26/min from the start: NEWS2 scores 3 for respiration (a red score), so the
 # vitals raise an alert within the recording; the second bed is stable.
 TACHYPNOEA = """\
@@ -35,14 +30,6 @@ duration_s: 600
 baseline: {hr: 84, rr: 26, spo2: 96}
 episodes: []
 """
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 def test_a_recorded_ward_replayed_twice_through_inference_and_alerts_decides_the_same(
