@@ -943,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every stage's benchmark in turn, one Markdown table of figures, limits and ratios (--quick: ~3 min)",
         description="Runs the broker, db, sim, ingest, inference, alerts and dashboard benchmarks one after the "
         "other, at sizes no larger than their own defaults (--quick: about 3 minutes on 2 CPU cores; default: "
-        "about 8), and prints one Markdown table: each figure with the limit it is measured against "
+        "about 6 to 8), and prints one Markdown table: each figure with the limit it is measured against "
         "(a raw limit measured in the same run, or the project's target) and their ratio, then the end-to-end "
         "latencies frame capture -> detection and threshold-crossing vital -> alert (p50/p99). Progress goes to "
         "stderr. Each stage starts its own embedded broker; the db and dashboard stages work in scratch databases "
