@@ -6,7 +6,7 @@ Faust's clients (aiokafka) reconnect on their own and the consumer group is re-j
 - aiokafka logs every failed connection attempt, several lines every 100 ms, and never says
   when the broker is back. :class:`BrokerWatch` probes the broker every ``probe_s`` and logs
   one line when it becomes unreachable and one when it is reachable again;
-  :class:`RepeatFilter` keeps one copy of each repeated aiokafka message per ``window_s``.
+  :class:`icu.settings.RepeatFilter` keeps one copy of each repeated aiokafka message per ``window_s``.
 - A broker that keeps its data in memory (the embedded broker) loses every topic on restart.
   The operator's ``icu up`` / ``icu topics create`` re-creates the planned topics, but not
   Faust's internal ones (table changelogs, the assignor's leader topic), which Faust declares
@@ -29,6 +29,8 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+from icu.settings import KAFKA_CLIENT_LOGGERS, RepeatFilter
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +55,13 @@ def internal_topics(app: faust.App) -> list[InternalTopic]:
     return topics
 
 
-class RepeatFilter(logging.Filter):
-    """For loggers under ``prefixes``: lets each (logger, message template) through once per
-    ``window_s`` and says how many were held back; other records pass untouched."""
-
-    def __init__(self, prefixes: Iterable[str] = ("aiokafka",), window_s: float = 30.0) -> None:
-        super().__init__()
-        self.prefixes = tuple(prefixes)
-        self.window_s = window_s
-        self._last: dict[tuple[str, object], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
-            return True
-        key = (record.name, record.msg)
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.window_s:
-            self._last[key] = (last[0], last[1] + 1)
-            return False
-        if last is not None and last[1]:
-            record.msg = f"{record.msg} [and {last[1]} more like this in {now - last[0]:.0f} s]"
-        self._last[key] = (now, 0)
-        return True
-
-
 def quiet_repeats(window_s: float = 30.0) -> None:
-    """Puts a :class:`RepeatFilter` for aiokafka on the root logger's handlers (aiokafka logs each
-    failed connection attempt to a lost broker, several lines every 100 ms)."""
+    """Puts a :class:`icu.settings.RepeatFilter` for the Kafka clients on the root logger's handlers
+    again (aiokafka logs each failed connection attempt to a lost broker, several lines every 100
+    ms), in case Faust's worker set up its own."""
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter(("aiokafka",), window_s))
+            handler.addFilter(RepeatFilter(KAFKA_CLIENT_LOGGERS, window_s))
 
 
 class BrokerWatch:

@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -265,12 +266,43 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
+KAFKA_CLIENT_LOGGERS = ("kafka", "aiokafka")
+
+
+class RepeatFilter(logging.Filter):
+    """For loggers under ``prefixes``: lets each (logger, message template) through once per
+    ``window_s`` and says how many were held back; other records pass untouched."""
+
+    def __init__(self, prefixes: Iterable[str] = KAFKA_CLIENT_LOGGERS, window_s: float = 30.0) -> None:
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+        self.window_s = window_s
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.window_s:
+            self._last[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.msg = f"{record.msg} [and {last[1]} more like this in {now - last[0]:.0f} s]"
+        self._last[key] = (now, 0)
+        return True
+
+
 def configure_logging(level: str) -> None:
     """One log format for every service: UTC time, level, logger, message."""
     handler = logging.StreamHandler()
     formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime  # UTC in logs, like every timestamp on the wire
     handler.setFormatter(formatter)
+    # A lost broker makes the Kafka clients log every reconnection attempt, a hundred lines in 5 s:
+    # each distinct message once per 30 s, with a count of the ones held back.
+    handler.addFilter(RepeatFilter(KAFKA_CLIENT_LOGGERS))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # kafka-python and aioice are chatty at INFO about every connection and ICE check; their
     # warnings still show.

@@ -92,3 +92,38 @@ def test_every_services_local_state_follows_icu_state_dir(monkeypatch, tmp_path)
     assert load_settings(UpSettings).state_dir == tmp_path / "fresh" / "state"
     build_app(settings)
     assert settings.alerts_data_dir.is_dir()
+
+
+def test_repeated_kafka_client_lines_pass_once_per_window_with_a_count() -> None:
+    import logging
+    import time
+
+    from icu.settings import RepeatFilter
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(f"{record.name}: {record.getMessage()}")
+
+    handler = Keep()
+    handler.addFilter(RepeatFilter(window_s=0.2))
+    logger, mine = logging.getLogger("kafka.conn.test"), logging.getLogger("icu.test.repeats")
+    for chosen in (logger, mine):
+        chosen.addHandler(handler)
+        chosen.propagate = False
+    try:
+        for _ in range(50):
+            logger.error("Connection failed: %s", "ECONNREFUSED")
+            mine.warning("our own line")
+        time.sleep(0.25)
+        logger.error("Connection failed: %s", "ECONNREFUSED")
+    finally:
+        for chosen in (logger, mine):
+            chosen.removeHandler(handler)
+            chosen.propagate = True
+    kafka_lines = [r for r in records if r.startswith("kafka.")]
+    assert kafka_lines[0] == "kafka.conn.test: Connection failed: ECONNREFUSED"
+    assert len(kafka_lines) == 2
+    assert "[and 49 more like this in" in kafka_lines[1]
+    assert records.count("icu.test.repeats: our own line") == 50  # the project's own lines untouched
