@@ -14,6 +14,7 @@ from pathlib import Path
 from icu.contracts import CameraState, CameraStatus, Topic, encode
 from icu.kafka import close_producer, create_producer
 from infra.settings import TopicsAdminSettings
+from tests.integration.records import read_records
 
 ICU = [sys.executable, "-m", "icu.cli"]
 
@@ -82,3 +83,11 @@ def lost_camera(settings: TopicsAdminSettings, bed: str) -> None:
     producer = create_producer(settings)
     producer.send(Topic.CAMERA_STATUS.full_name(settings.topic_prefix), key=status.key(), value=encode(status))
     close_producer(producer, 10)
+
+
+def wait_alerts_consuming(settings: TopicsAdminSettings, services: list[Service], timeout_s: float = 90) -> None:
+    """Until `icu alerts` on ``settings`` consumes: a camera lost on a probe bed (``probe-01``,
+    in no recording or scenario) answered on ``alerts``."""
+    lost_camera(settings, "probe-01")
+    topic = Topic.ALERTS.full_name(settings.topic_prefix)
+    wait_until(lambda: bool(read_records(settings, topic, 1, 0.5)), timeout_s, "the alerts worker consuming", services)

@@ -18,7 +18,7 @@ from infra.topics import create_topics
 from research.replay import replay
 from research.store import Recording
 from tests.integration.records import read_records
-from tests.integration.services import ICU, Service, infer_env, lost_camera, wait_until
+from tests.integration.services import ICU, Service, infer_env, wait_alerts_consuming
 from tests.integration.test_inference_worker import tiny_weights
 
 # A patient breathing 26/min from the start: NEWS2 scores 3 for respiration (a red score), so the
@@ -65,9 +65,7 @@ def test_a_recorded_ward_replayed_twice_through_inference_and_alerts_decides_the
         services.append(Service(f"alerts{k}", ["alerts"], worker_env(settings, tmp_path / f"faust{k}"), tmp_path))
         prefixes.append(settings)
     for settings in prefixes:  # both workers consuming before anything is replayed to them
-        lost_camera(settings, "probe-01")
-        wait_until(lambda s=settings: bool(read_records(s, Topic.ALERTS.full_name(s.topic_prefix), 1, 0.5)), 90,
-                   "the alerts worker consuming", services)  # fmt: skip
+        wait_alerts_consuming(settings, services)
     time.sleep(2)  # and the inference workers, which start faster, have joined their groups
     runs = []
     for k, settings in enumerate(prefixes):

@@ -6,9 +6,7 @@ sequence."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from alerts.app import worker_env
-from icu.contracts import Alert, AlertState, CameraState, CameraStatus, Topic, encode
-from icu.kafka import GracefulStop, close_producer, create_producer
+from icu.contracts import Alert, AlertState, Topic
+from icu.kafka import GracefulStop
 from infra.broker import EmbeddedBroker
 from infra.settings import TopicsAdminSettings
 from infra.topics import create_topics
@@ -29,9 +27,8 @@ from research.replay import ReplayResult, replay
 from research.simulate import write_simulated_recording
 from research.store import Recording
 from simulator.scenario import load_scenario
-from tests.integration.records import read_records
+from tests.integration.services import ICU, Service, wait_alerts_consuming
 
-ICU = [sys.executable, "-m", "icu.cli"]
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 WARD = ("apnea", "seizure", "nuisance-walk-through")
 # Paced, at a speed the worker keeps up with: a tick stops waiting for a stream silent for 3 s
@@ -52,34 +49,15 @@ class AlertsWorker:
     def __init__(self, settings: TopicsAdminSettings, tmp: Path) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.settings = settings
-        self.log = (tmp / "alerts.log").open("wb")
-        env = worker_env(settings, tmp / "faust", ICU_ALERTS_TICK_S="0.5")
-        self.process = subprocess.Popen([*ICU, "alerts"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.service = Service("alerts", ["alerts"], worker_env(settings, tmp / "faust", ICU_ALERTS_TICK_S="0.5"), tmp)
 
     def wait_ready(self) -> None:
-        """Until it consumes: a lost camera on a probe bed answered by CAMERA_LOST (the probe
-        bed is not in the recording, so neither capture nor evaluation sees it)."""
-        status = CameraStatus(bed_id="probe-01", camera_id="probe-01-cam", ts=datetime.now(UTC),
-                              state=CameraState.LOST, source="file", fps_in=0, fps_out=0, frames_dropped=0,
-                              reconnects=0)  # fmt: skip
-        producer = create_producer(self.settings)
-        producer.send(Topic.CAMERA_STATUS.full_name(self.settings.topic_prefix), key=status.key(), value=encode(status))
-        close_producer(producer, 10)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if read_records(self.settings, Topic.ALERTS.full_name(self.settings.topic_prefix), 1, 0.5):
-                return
-        raise AssertionError("the alerts worker did not start consuming within 90 s")
+        """Until it consumes (the probe bed is not in the recording, so neither capture nor
+        evaluation sees its alert)."""
+        wait_alerts_consuming(self.settings, [self.service])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
+        self.service.stop()
 
 
 @pytest.fixture
