@@ -33,7 +33,7 @@ from typing import Any
 import faust
 from pydantic import Field
 
-from alerts.broker_watch import BrokerWatch, quiet_repeats
+from alerts.broker_watch import BrokerWatch
 from alerts.fhir import encode_fhir
 from alerts.lifecycle import LifecycleSettings
 from alerts.processor import AlertProcessor, BedRecord
@@ -299,7 +299,7 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
 
     # Faust's clients reconnect to a restarted broker on their own; the watch says so in the log
     # and re-creates Faust's internal topics when the broker lost them (see alerts.broker_watch).
-    quiet_repeats()
+    # (aiokafka's per-attempt errors are thinned by configure_logging's RepeatFilter.)
     outputs = (Topic.ALERTS, Topic.ALERTS_FHIR, Topic.DEAD_LETTER)
     expected = [*names, ticks_name, *(t.full_name(prefix) for t in outputs)]
     watch = BrokerWatch(app, settings.kafka_bootstrap_servers, expected=expected)

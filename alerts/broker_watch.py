@@ -6,7 +6,8 @@ Faust's clients (aiokafka) reconnect on their own and the consumer group is re-j
 - aiokafka logs every failed connection attempt, several lines every 100 ms, and never says
   when the broker is back. :class:`BrokerWatch` probes the broker every ``probe_s`` and logs
   one line when it becomes unreachable and one when it is reachable again;
-  :class:`icu.settings.RepeatFilter` keeps one copy of each repeated aiokafka message per ``window_s``.
+  :class:`icu.settings.RepeatFilter` (every service's log) keeps one copy of each repeated
+  aiokafka message per 30 s.
 - A broker that keeps its data in memory (the embedded broker) loses every topic on restart.
   The operator's ``icu up`` / ``icu topics create`` re-creates the planned topics, but not
   Faust's internal ones (table changelogs, the assignor's leader topic), which Faust declares
@@ -30,8 +31,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from icu.settings import KAFKA_CLIENT_LOGGERS, RepeatFilter
-
 log = logging.getLogger(__name__)
 
 
@@ -53,15 +52,6 @@ def internal_topics(app: faust.App) -> list[InternalTopic]:
     if not app.conf.topic_disable_leader:
         topics.append(InternalTopic(f"{app.conf.id}-__assignor-__leader", 1))
     return topics
-
-
-def quiet_repeats(window_s: float = 30.0) -> None:
-    """Puts a :class:`icu.settings.RepeatFilter` for the Kafka clients on the root logger's handlers
-    again (aiokafka logs each failed connection attempt to a lost broker, several lines every 100
-    ms), in case Faust's worker set up its own."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter(KAFKA_CLIENT_LOGGERS, window_s))
 
 
 class BrokerWatch:

@@ -315,6 +315,11 @@ ALL = _All()
 _PARTITION = re.compile(r'"partition":\s*(\d+|null)')
 
 
+def _partition_of(line: str) -> int | None:
+    match = _PARTITION.search(line)
+    return int(match.group(1)) if match and match.group(1) != "null" else None
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
     """One record of a recording: its event time (epoch seconds), topic and decoded message."""
@@ -351,10 +356,12 @@ class Recording:
             path = self.folder / info.path
             with path.open(encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):
+                    # Another partition's record is skipped before it is parsed: each partition's
+                    # stream reads the file, so parsing every line in each would be done repeatedly.
+                    if partition is not ALL and _partition_of(line) != partition:
+                        continue
                     try:
                         entry = json.loads(line)
-                        if partition is not ALL and entry.get("partition") != partition:
-                            continue
                         message = decode(model, json.dumps(entry["value"]).encode())
                     except (json.JSONDecodeError, KeyError, ContractError) as exc:
                         raise ResearchError(f"{path}:{number}: not a {topic.value} record ({exc})") from None
@@ -366,9 +373,7 @@ class Recording:
         for info in self.manifest.topics:
             if info.topic == topic.value:
                 with (self.folder / info.path).open(encoding="utf-8") as lines:
-                    for line in lines:
-                        match = _PARTITION.search(line)
-                        found.add(int(match.group(1)) if match and match.group(1) != "null" else None)
+                    found.update(_partition_of(line) for line in lines)
         return sorted(found, key=lambda p: -1 if p is None else p)
 
     def iter_camera(self, camera: CameraFile) -> Iterator[RecordedEvent]:
