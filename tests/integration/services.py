@@ -91,3 +91,22 @@ def wait_alerts_consuming(settings: TopicsAdminSettings, services: list[Service]
     lost_camera(settings, "probe-01")
     topic = Topic.ALERTS.full_name(settings.topic_prefix)
     wait_until(lambda: bool(read_records(settings, topic, 1, 0.5)), timeout_s, "the alerts worker consuming", services)
+
+
+def record_live_ward(
+    settings: TopicsAdminSettings, out: Path, *, record: list[str], ward: list[str], ward_timeout_s: float = 60
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """`icu record --out OUT RECORD...` on ``settings``' topics while `icu sim ward WARD...` runs to
+    its end; the recorder's stdout and the ward's completed process. Both must exit 0."""
+    flags = ["--bootstrap-servers", settings.kafka_bootstrap_servers, "--topic-prefix", settings.topic_prefix]
+    recorder = subprocess.Popen([*ICU, "record", *flags, "--out", str(out), *record], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(3)  # the recorder positioned at the topics' ends
+    done = subprocess.run([*ICU, "sim", "ward", *flags, *ward], capture_output=True, text=True,
+                          timeout=ward_timeout_s)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    time.sleep(2)
+    recorder.send_signal(signal.SIGTERM)
+    stdout, stderr = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, stderr
+    return stdout.decode(), done

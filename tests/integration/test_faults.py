@@ -86,7 +86,6 @@ def test_a_killed_inference_worker_s_beds_move_to_the_survivor_and_no_video_goes
     # Both workers own beds (the group split the frames partitions between them).
     wait_until(lambda: beds_on(ports[0]) >= 1 and beds_on(ports[1]) >= 1, 120, "both workers own beds", services)
     victim, survivor = workers[0], workers[1]
-    victim_beds = beds_on(ports[0])
     time.sleep(3)
     killed_at = datetime.now(UTC)
     victim.kill()  # SIGKILL: no goodbye to the group, no final commit
@@ -107,7 +106,6 @@ def test_a_killed_inference_worker_s_beds_move_to_the_survivor_and_no_video_goes
         # committed, so a bed's detections go on with no gap longer than the buffer rebuild.
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert max(gaps) <= MIN_WINDOW_S + 2.5, (bed, max(gaps), times)
-    assert victim_beds >= 1
     assert "Traceback" not in survivor.log()
 
 

@@ -4,10 +4,6 @@ the frames come back byte for byte with their headers, re-stamped by the replay'
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,27 +14,17 @@ from infra.topics import create_topics
 from research.replay import replay
 from research.store import Recording
 from tests.integration.records import read_records
-
-ICU = [sys.executable, "-m", "icu.cli"]
+from tests.integration.services import record_live_ward
 
 
 def test_a_recorded_ward_replays_its_frames_unchanged(
     kafka_settings: TopicsAdminSettings, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    env_flags = ["--bootstrap-servers", broker.bootstrap_servers, "--topic-prefix", kafka_settings.topic_prefix]
     out, truth = tmp_path / "rec", tmp_path / "truth.jsonl"
-    recorder = subprocess.Popen([*ICU, "record", *env_flags, "--out", str(out), "--truth", str(truth),
-                                 "--topics", "frames,vitals", "--beds", "sim-01,sim-02"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(3)  # the recorder positioned at the topics' ends
-    ward = subprocess.run([*ICU, "sim", "ward", *env_flags, "--beds", "3", "--duration", "3", "--fps", "5",
-                           "--scenario", "stable", "--truth", str(truth)], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-    assert ward.returncode == 0, ward.stderr
-    time.sleep(2)
-    recorder.send_signal(signal.SIGTERM)
-    stdout, stderr = recorder.communicate(timeout=30)
-    assert recorder.returncode == 0, stderr
+    stdout, ward = record_live_ward(kafka_settings, out, record=["--truth", str(truth), "--topics", "frames,vitals",
+                                                                 "--beds", "sim-01,sim-02"],
+                                    ward=["--beds", "3", "--duration", "3", "--fps", "5", "--scenario", "stable",
+                                          "--truth", str(truth)])  # fmt: skip
 
     rec = Recording(out)
     m = rec.manifest

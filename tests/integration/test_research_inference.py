@@ -4,8 +4,6 @@ alert sequence. (test_research_pipeline.py replays recorded detections; here the
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +16,7 @@ from infra.topics import create_topics
 from research.replay import replay
 from research.store import Recording
 from tests.integration.records import read_records
-from tests.integration.services import ICU, Service, infer_env, wait_alerts_consuming
+from tests.integration.services import Service, infer_env, record_live_ward, wait_alerts_consuming
 from tests.integration.test_inference_worker import tiny_weights
 
 # A patient breathing 26/min from the start: NEWS2 scores 3 for respiration (a red score), so the
@@ -37,19 +35,10 @@ def test_a_recorded_ward_replayed_twice_through_inference_and_alerts_decides_the
 ) -> None:
     scenario = tmp_path / "tachypnoea.yaml"
     scenario.write_text(TACHYPNOEA)
-    flags = ["--bootstrap-servers", broker.bootstrap_servers, "--topic-prefix", kafka_settings.topic_prefix]
     out = tmp_path / "rec"
-    recorder = subprocess.Popen([*ICU, "record", *flags, "--out", str(out), "--topics", "frames,vitals"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(3)  # the recorder positioned at the topics' ends
-    ward = subprocess.run([*ICU, "sim", "ward", *flags, "--beds", "2", "--duration", "75", "--speed", "3",
-                           "--fps", "10", "--size", "160x120", "--scenario", str(scenario), "--scenario", "stable"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert ward.returncode == 0, ward.stderr
-    time.sleep(2)
-    recorder.send_signal(signal.SIGTERM)
-    _, stderr = recorder.communicate(timeout=30)
-    assert recorder.returncode == 0, stderr
+    record_live_ward(kafka_settings, out, record=["--topics", "frames,vitals"],
+                     ward=["--beds", "2", "--duration", "75", "--speed", "3", "--fps", "10", "--size", "160x120",
+                           "--scenario", str(scenario), "--scenario", "stable"], ward_timeout_s=120)  # fmt: skip
     rec = Recording(out)
     assert {c.bed_id for c in rec.manifest.cameras} == {"sim-01", "sim-02"}
 
