@@ -31,6 +31,7 @@ Rules (thresholds in :class:`RuleThresholds`, set by ``ICU_ALERT_*``):
 from __future__ import annotations
 
 import bisect
+import functools
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -131,6 +132,10 @@ class BedState:
     # median over ten minutes of samples, too dear for every message); not serialised.
     trend_bucket: int | None = None
     trend: Condition | None = None
+    # Per smoothed vital: (first time, last time, readings) of the minute it was last scored
+    # at, and the median. Rules run at every message, and most messages (all detections, and
+    # vitals that leave a series' minute as it was) do not change it; not serialised.
+    medians: dict[str, tuple[tuple[float, float, int], float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: this runs for every snapshot of every bed, and asdict
@@ -179,7 +184,7 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         series.append((t, value.value if hasattr(value, "value") else value))
         # Keep the last minute, and always the newest reading (intermittent ones last longer).
         # The series is time-ordered: cut its head in place rather than rebuild it per reading.
-        del series[: min(bisect.bisect_left(series, t - thresholds.smooth_s, key=_time), len(series) - 1)]
+        del series[: min(_first_from(series, t - thresholds.smooth_s), len(series) - 1)]
     state.spo2_scale = vitals.spo2_scale
     state.last_vitals_t = max(state.last_vitals_t or t, t)
     if vitals.hr is not None:
@@ -191,11 +196,14 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         score = current_news2(state, thresholds)
         if score is not None and score.complete:
             state.news2.append((t, score.score))
-            del state.news2[: bisect.bisect_left(state.news2, t - NEWS2_KEEP_S, key=_time)]
+            del state.news2[: _first_from(state.news2, t - NEWS2_KEEP_S)]
 
 
-def _time(point: tuple[float, Any]) -> float:
-    return point[0]
+def _first_from(series: list[tuple[float, Any]], t: float) -> int:
+    """Index of the first (time, value) point at or after ``t`` in a time-ordered series. The
+    probe is the 1-tuple ``(t,)``, which sorts before every point of time ``t``: the comparisons
+    stay in C, where a ``key=`` function would call Python for each (the rules run per message)."""
+    return bisect.bisect_left(series, (t,))
 
 
 def _sample_time(sample: VideoSample) -> float:
@@ -205,7 +213,7 @@ def _sample_time(sample: VideoSample) -> float:
 def _append_series(series: list[tuple[float, float]], t: float, value: float, *, keep_s: float, every_s: float) -> None:
     if not series or t - series[-1][0] >= every_s:
         series.append((t, value))
-    del series[: bisect.bisect_left(series, t - keep_s, key=_time)]
+    del series[: _first_from(series, t - keep_s)]
 
 
 def add_detection(state: BedState, detection: Detection, thresholds: RuleThresholds | None = None) -> None:
@@ -249,11 +257,18 @@ def _fresh(state: BedState, name: str, now: float, thresholds: RuleThresholds) -
     series = state.vitals.get(name)
     if not series or now - series[-1][0] > STALE_AFTER_S.get(name, thresholds.vitals_stale_s):
         return None
-    if name in SMOOTHED:
-        recent = [v for _, v in series[bisect.bisect_left(series, now - thresholds.smooth_s, key=_time) :]]
-        recent = recent or [series[-1][1]]
-        return round(float(statistics.median(recent)), 1)
-    return series[-1][1]
+    if name not in SMOOTHED:
+        return series[-1][1]
+    first = min(_first_from(series, now - thresholds.smooth_s), len(series) - 1)
+    # A series only grows at its end and is cut at its head, so its first and last times and
+    # its length name the readings exactly.
+    window = (series[first][0], series[-1][0], len(series) - first)
+    known = state.medians.get(name)
+    if known is not None and known[0] == window:
+        return known[1]
+    value = round(float(statistics.median([v for _, v in series[first:]])), 1)
+    state.medians[name] = (window, value)
+    return value
 
 
 def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float | None:
@@ -294,11 +309,17 @@ def current_news2(
         "temp_c": values["temp_c"],
     }
     try:
-        return score_news2(**arguments)
+        return _score_news2(**arguments)
     except News2Error:
         # SpO2 on scale 2 above 92% scores by oxygen, which the monitor did not say: leave SpO2 out.
         arguments["spo2"] = None
-        return score_news2(**arguments)
+        return _score_news2(**arguments)
+
+
+# NEWS2 is a pure function of a handful of rounded values, which stay the same from one message
+# to the next far more often than not: the rules run at every message, so scores are remembered.
+# (News2 is immutable; a raised News2Error is not remembered.)
+_score_news2 = functools.lru_cache(maxsize=16384)(score_news2)
 
 
 def evaluate(state: BedState, now: float, thresholds: RuleThresholds) -> list[Condition]:
@@ -342,7 +363,7 @@ def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             evidence,
             news2=score.score,
         )
-    recent = state.news2[bisect.bisect_left(state.news2, now - NEWS2_KEEP_S, key=_time) :]
+    recent = state.news2[_first_from(state.news2, now - NEWS2_KEEP_S) :]
     if len(recent) >= 2:
         lowest = min(s for _, s in recent[:-1])
         latest = recent[-1][1]

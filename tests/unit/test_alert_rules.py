@@ -312,3 +312,45 @@ def test_rule_windows_counted_from_running_totals_match_a_scan_of_the_samples() 
             assert _count(video, first, "grimacing") == sum(s.grimace >= FINDING_THRESHOLD for s in window)
             assert _count(video, first, "degraded_count") == sum(s.degraded for s in window)
     assert _count(state.video, len(state.video), "twitching") == 0
+
+
+def test_remembered_medians_and_scores_match_a_fresh_computation() -> None:
+    """The rules remember each smoothed vital's median while its minute of readings stays the
+    same, and NEWS2 scores by their inputs. Over an irregular course (gaps, bursts, readings at
+    the same instant, late ones dropped, time moving on between readings, a trip through JSON)
+    the remembered values must equal the median and score computed from scratch every time."""
+    import random
+    import statistics
+
+    from alerts.news2 import score_news2
+    from alerts.rules import SMOOTHED, _fresh
+
+    rng = random.Random(11)
+    thresholds = RuleThresholds()
+    state = BedState("icu1-01")
+    base = samples.vitals(bed_id="icu1-01", ts=START)
+    t = 0.0
+    checked = 0
+    for step_no in range(1500):
+        t += rng.choice([0.0, 0.4, 1.0, 1.0, 1.0, 3.0, 45.0]) if step_no % 200 else 400.0  # and a stale gap
+        ts = START + timedelta(seconds=t - (5.0 if rng.random() < 0.05 else 0.0))  # now and then a late one
+        add_vitals(state, base.model_copy(update={"ts": ts, "hr": rng.randint(40, 160), "rr": rng.randint(6, 35),
+                                                   "spo2": rng.randint(85, 100)}), thresholds)  # fmt: skip
+        if step_no == 750:
+            state = BedState.from_dict(json.loads(json.dumps(state.to_dict())))
+        for now in (START.timestamp() + t, START.timestamp() + t + rng.uniform(0, 70)):
+            for name in SMOOTHED:
+                series = state.vitals.get(name, [])
+                recent = [v for ts_, v in series if ts_ >= now - thresholds.smooth_s] or [series[-1][1]]
+                fresh = now - series[-1][0] <= 300.0 if name != "sbp" else now - series[-1][0] <= 3600.0
+                expected = round(float(statistics.median(recent)), 1) if fresh else None
+                assert _fresh(state, name, now, thresholds) == expected, (step_no, name)
+                checked += expected is not None
+            score = current_news2(state, thresholds, now)
+            values = {k: _fresh(state, k, now, thresholds) for k in ("rr", "spo2", "on_oxygen", "sbp", "hr",
+                                                                     "consciousness", "temp_c")}  # fmt: skip
+            if any(v is not None for v in values.values()):
+                assert score == score_news2(rr=values["rr"], spo2=values["spo2"], on_oxygen=values["on_oxygen"],
+                                            sbp=values["sbp"], hr=values["hr"], consciousness=values["consciousness"],
+                                            temp_c=values["temp_c"])  # fmt: skip
+    assert checked > 3000
