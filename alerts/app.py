@@ -144,8 +144,9 @@ class AlertsStats:
         return sum(self.versions_by.values())
 
 
-def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
-    prefix = settings.topic_prefix
+def build_faust_app(settings: AlertSettings) -> faust.App:
+    """The Faust app with the worker's broker, consumer and table settings, and nothing on it
+    (``icu bench alerts`` runs a counting agent on the same settings as Faust's own ceiling)."""
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",") if s.strip())
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # Faust's own progress chatter (recovery tables, service starts) buries the alerts at INFO.
@@ -153,7 +154,7 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     app = faust.App(
         # Prefixed, so deployments sharing a cluster keep apart groups and changelog topics.
-        f"{prefix}-{settings.alerts_app_id}",
+        f"{settings.topic_prefix}-{settings.alerts_app_id}",
         broker=servers,
         broker_credentials=broker_credentials(settings),
         store="memory://",  # the table lives in memory and is rebuilt from its changelog
@@ -171,6 +172,12 @@ def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
     )
     # Faust creates only the last level of its data directory; a fresh machine has no parents.
     settings.alerts_data_dir.mkdir(parents=True, exist_ok=True)
+    return app
+
+
+def build_app(settings: AlertSettings) -> tuple[faust.App, AlertsStats]:
+    prefix = settings.topic_prefix
+    app = build_faust_app(settings)
     processor = settings.processor()
     stats = AlertsStats()
     names = {topic.full_name(prefix): topic for topic in INPUTS}

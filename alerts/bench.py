@@ -2,10 +2,14 @@
 
 - **sustained**: ``beds`` simulated beds' vitals and 1 Hz detections (a stable course, so the
   rules run but raise nothing) are published first; then one `icu alerts` worker (a real
-  process, Faust, at-least-once) consumes them, and its committed offsets are polled until it
-  has processed everything: messages/s between its first and last commit.
-- **limit**: the raw consume-produce loop over the same records with kafka-python (poll,
-  produce one record per record, commit): messages/s, in the same run.
+  process, Faust, at-least-once) consumes them, and its own count of handled messages
+  (``icu_alerts_messages_total`` on its /metrics) is polled every 50 ms until it has handled
+  everything: messages/s between its first and last handled message.
+- **limits**, in the same run over the same records: the raw consume-produce loop with
+  kafka-python (poll, produce one record per record, commit), run before and after the worker
+  (the mean of the two, since these machines drift); and **Faust's own ceiling**, a Faust app
+  with the worker's consumer settings whose agent only counts the events (no decoding, no
+  rules, no table): what the framework costs per message before any work is done.
 - **latency**: with the worker caught up, ``latency_beds`` beds send live vitals at 1 Hz; each
   turns severe (NEWS2 7+) at a random moment. Because monitored numbers are scored as the median
   of the last minute (a motion artefact does not raise), the alert comes from the reading that
@@ -15,6 +19,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 import signal
@@ -96,9 +102,10 @@ def _wait_processed(port: int, total: int, worker: subprocess.Popen[bytes], time
     return {"messages": total, "messages_per_s": round((total - first_n) / elapsed, 1) if elapsed > 0 else 0.0}
 
 
-def _raw_loop(settings: TopicsAdminSettings, ends: dict[TopicPartition, int]) -> float:
-    """kafka-python: poll, produce one record per record, commit; messages/s."""
-    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=f"{settings.topic_prefix}-raw",
+def _raw_loop(settings: TopicsAdminSettings, ends: dict[TopicPartition, int], *, run: int = 0) -> float:
+    """kafka-python: poll, produce one record per record, commit; messages/s. Each ``run`` is a
+    group of its own, so it reads everything again."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=f"{settings.topic_prefix}-raw-{run}",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=settings.kafka_session_timeout_ms)  # fmt: skip
     consumer.subscribe([t.full_name(settings.topic_prefix) for t in INPUT_TOPICS])
@@ -123,6 +130,56 @@ def _raw_loop(settings: TopicsAdminSettings, ends: dict[TopicPartition, int]) ->
     consumer.close()
     close_producer(producer, 10)
     return round(seen / elapsed, 1) if elapsed > 0 else 0.0
+
+
+def _faust_ceiling(settings: TopicsAdminSettings, total: int, data_dir: Path) -> float:
+    """Messages/s of a Faust agent that only counts the backlog's events (see the module docstring)."""
+    result = data_dir / "noop.json"
+    # A group and data directory of its own: the worker measured next reads the backlog from the start.
+    env = worker_env(settings, data_dir / "faust-ceiling", ICU_LOG_LEVEL="WARNING", ICU_ALERTS_APP_ID="faust-ceiling",
+                     ICU_BENCH_NOOP_TOTAL=str(total), ICU_BENCH_NOOP_RESULT=str(result))  # fmt: skip
+    with (data_dir / "noop.log").open("wb") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "alerts.bench"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while not result.exists() and agent.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            agent.kill()
+            agent.wait(30)
+    if not result.exists():
+        raise RuntimeError(f"the counting Faust agent did not read the backlog (log: {data_dir / 'noop.log'})")
+    return float(json.loads(result.read_text())["messages_per_s"])
+
+
+def _run_counting_agent() -> None:
+    """The process :func:`_faust_ceiling` starts: the alerts worker's Faust settings, an agent
+    that counts; it writes messages/s from its first event to its last to ICU_BENCH_NOOP_RESULT."""
+    from faust.worker import Worker
+
+    from alerts.app import INPUTS, AlertSettings, build_faust_app
+
+    settings = AlertSettings()
+    total, result = int(os.environ["ICU_BENCH_NOOP_TOTAL"]), Path(os.environ["ICU_BENCH_NOOP_RESULT"])
+    app = build_faust_app(settings)
+    # The worker's subscription (its inputs and its ticks topic), so the fetches match.
+    names = [t.full_name(settings.topic_prefix) for t in (*INPUTS, Topic.ALERT_TICKS)]
+    source = app.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw")
+    seen = 0
+    first = 0.0
+
+    @app.agent(source)
+    async def count(stream: Any) -> None:
+        nonlocal seen, first
+        async for _event in stream.events():
+            seen += 1
+            if seen == 1:
+                first = time.monotonic()
+            elif seen == total:
+                elapsed = time.monotonic() - first
+                result.write_text(json.dumps({"messages_per_s": round((total - 1) / elapsed, 1)}))
+
+    Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()
 
 
 def _latency(settings: TopicsAdminSettings, beds: int, seconds: float, rng: random.Random) -> list[float]:
@@ -175,13 +232,16 @@ def bench_alerts(*, beds: int = 100, seconds: float = 300.0, latency_beds: int =
         settings = TopicsAdminSettings(kafka_bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench")
         create_topics(settings)
         ends = _publish_backlog(settings, beds, seconds)
+        total = sum(ends.values())
+        raw_before = _raw_loop(settings, ends, run=1)
+        ceiling = _faust_ceiling(settings, total, Path(tmp))
         metrics_port = free_port()
         env = worker_env(settings, Path(tmp) / "faust", ICU_LOG_LEVEL="WARNING", ICU_METRICS_PORT=str(metrics_port))
         log = (Path(tmp) / "alerts.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "icu.cli", "alerts"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            sustained = _wait_processed(metrics_port, sum(ends.values()), worker, timeout_s=600)
+            sustained = _wait_processed(metrics_port, total, worker, timeout_s=600)
             latencies = _latency(settings, latency_beds, 60.0, random.Random(seed))  # noqa: S311 (test timing, not crypto)
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -190,7 +250,8 @@ def bench_alerts(*, beds: int = 100, seconds: float = 300.0, latency_beds: int =
             except subprocess.TimeoutExpired:
                 worker.kill()
             log.close()
-        raw = _raw_loop(settings, ends)
+        raw_after = _raw_loop(settings, ends, run=2)
+    raw = round((raw_before + raw_after) / 2, 1)
     p50 = statistics.median(latencies) if latencies else None
     p99 = sorted(latencies)[max(0, round(0.99 * len(latencies)) - 1)] if latencies else None
     return {
@@ -199,9 +260,16 @@ def bench_alerts(*, beds: int = 100, seconds: float = 300.0, latency_beds: int =
         "worker_messages": sustained["messages"],
         "worker_messages_per_s": sustained["messages_per_s"],
         "raw_consume_produce_messages_per_s": raw,
+        "raw_consume_produce_runs": [raw_before, raw_after],
         "worker_over_raw": round(sustained["messages_per_s"] / raw, 3) if raw else None,
+        "faust_noop_messages_per_s": ceiling,
+        "worker_over_faust_noop": round(sustained["messages_per_s"] / ceiling, 3) if ceiling else None,
         "latency_alerts": len(latencies),
         "vitals_to_alert_p50_ms": None if p50 is None else round(p50, 1),
         "vitals_to_alert_p99_ms": None if p99 is None else round(p99, 1),
         "targets": {"messages_per_s": 5000, "p99_ms": 1000},
     }
+
+
+if __name__ == "__main__":
+    _run_counting_agent()

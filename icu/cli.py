@@ -1023,8 +1023,10 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts",
         help="alerts worker throughput and vitals-to-alert latency (targets: 5,000 messages/s, p99 <= 1 s)",
         description="Publishes --beds simulated beds' vitals and 1 Hz detections (--seconds of a stable course), "
-        "starts one `icu alerts` worker on an embedded broker and measures the messages/s it sustains (from its "
-        "committed offsets) against kafka-python's raw consume-produce loop over the same records; then, with the "
+        "starts one `icu alerts` worker on an embedded broker and measures the messages/s it sustains (from its own "
+        "count of handled messages) against two limits over the same records: kafka-python's raw consume-produce "
+        "loop (run before and after the worker) and Faust's own ceiling (an agent with the worker's settings that "
+        "only counts events); then, with the "
         "worker caught up, --latency-beds beds send live vitals that turn severe at random: latency from the "
         "reading that moves the last minute's median across the NEWS2 band to the alert on <prefix>.alerts, p50/p99.",
     )

@@ -111,6 +111,8 @@ ALERTS: dict[str, Any] = {
     "worker_messages_per_s": 1873.0,
     "raw_consume_produce_messages_per_s": 8283.0,
     "worker_over_raw": 0.226,
+    "faust_noop_messages_per_s": 4100.0,
+    "worker_over_faust_noop": 0.457,
     "latency_alerts": 40,
     "vitals_to_alert_p50_ms": 528.0,
     "vitals_to_alert_p99_ms": 955.0,
@@ -176,6 +178,11 @@ def test_raw_limits_measured_in_the_same_run() -> None:
     alerts = row(rows, "alerts", "one alerts worker", "raw loop")
     assert alerts.ratio == pytest.approx(0.22613, abs=1e-5)  # 1,873 / 8,283
     assert alerts.limit_label == "raw loop 8,283 msg/s (same run)"
+    ceiling = row(rows, "alerts", "one alerts worker", "Faust's ceiling")
+    assert ceiling.ratio == pytest.approx(0.45683, abs=1e-5)  # 1,873 / 4,100
+    assert ceiling.note.startswith("Faust's ceiling: a Faust app")
+    older = rows_from({**all_results(), "alerts": {k: v for k, v in ALERTS.items() if "faust" not in k}})
+    assert not [r for r in older if r.limit_label.startswith("Faust's ceiling")]  # absent, not a failure row
 
     paced = row(rows, "inference", "worker, 8 beds")
     assert paced.ratio == pytest.approx(0.995)  # 79.6 of 80 offered
