@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import statistics
 import subprocess
@@ -30,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from alerts.scenario_feed import scenario_messages
 from icu.contracts import Alert, Topic, Vitals, decode, encode
 from icu.kafka import close_producer, create_producer
 from infra.broker import EmbeddedBroker
+from infra.observability import scrape_metric
 from infra.ports import free_port
 from infra.settings import TopicsAdminSettings
 from infra.topics import create_topics
@@ -71,17 +70,6 @@ def _publish_backlog(settings: TopicsAdminSettings, beds: int, seconds: float) -
     return ends
 
 
-def _processed(port: int) -> float | None:
-    """The worker's own count of vitals and detections handled (``icu_alerts_messages_total``)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            body = response.read().decode()
-    except OSError:
-        return None
-    found = re.search(r"^icu_alerts_messages_total ([0-9.e+]+)$", body, re.MULTILINE)
-    return float(found.group(1)) if found else None
-
-
 def _wait_processed(port: int, total: int, worker: subprocess.Popen[bytes], timeout_s: float) -> dict[str, float]:
     """Messages/s from the worker's counter, from its first handled message to its last: read
     every 50 ms, not from committed offsets (committed every 2.8 s, which skews a 10 s run)."""
@@ -89,7 +77,7 @@ def _wait_processed(port: int, total: int, worker: subprocess.Popen[bytes], time
     deadline = time.monotonic() + timeout_s
     done = 0.0
     while time.monotonic() < deadline and worker.poll() is None:
-        done = _processed(port) or 0.0
+        done = scrape_metric(port, "icu_alerts_messages_total") or 0.0
         now = time.monotonic()
         if done > 0 and first_t is None:
             first_t, first_n = now, done

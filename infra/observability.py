@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -213,6 +215,18 @@ def start_observability(settings: ObservabilitySettings, service: str) -> Observ
     if settings.metrics_port:
         observability.serve(settings.metrics_host, settings.metrics_port)
     return observability
+
+
+def scrape_metric(port: int, name: str, *, host: str = "127.0.0.1", timeout_s: float = 2.0) -> float | None:
+    """The value of ``name``'s first series (any labels) on a service's /metrics; None while the
+    server does not answer or has no such series (benchmarks and tests watching a process)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{METRICS_PATH}", timeout=timeout_s) as response:
+            body = response.read().decode()
+    except OSError:  # refused while the process starts, or an HTTP error status
+        return None
+    found = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", body, re.MULTILINE)
+    return float(found.group(1)) if found else None
 
 
 def by_label(counts: Mapping[Any, float]) -> Samples:

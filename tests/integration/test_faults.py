@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -33,12 +32,12 @@ from inference.engine import MIN_WINDOW_S
 from infra.broker import EmbeddedBroker
 from infra.db.migrate import migrate
 from infra.db.sink import STAGE as SINK_STAGE
+from infra.observability import scrape_metric
 from infra.ports import free_port
 from infra.postgres import EmbeddedPostgres
 from infra.settings import TopicsAdminSettings
 from infra.topics import create_topics
 from tests import samples
-from tests.http import http_get
 from tests.integration.records import read_records
 from tests.integration.services import Service, env_for, infer_env, lost_camera, wait_until
 from tests.integration.test_inference_worker import tiny_weights
@@ -49,14 +48,6 @@ def ward(settings: TopicsAdminSettings, beds: int, tmp: Path, **extra: str) -> S
     """`icu sim ward`: stable patients, live (speed 1), frames and 1 Hz vitals."""
     return Service("ward", ["sim", "ward", "--beds", str(beds), "--scenario", "stable", "--fps", "10", "--size",
                             "160x120", "--seed", "3"], env_for(settings, **extra), tmp)  # fmt: skip
-
-
-def metric(port: int, name: str) -> float | None:
-    status, body = http_get(port, "/metrics")
-    if status != 200:
-        return None
-    found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", body, re.MULTILINE)
-    return float(found.group(1)) if found else None
 
 
 def detections_by_bed(settings: TopicsAdminSettings) -> dict[str, list[Detection]]:
@@ -81,7 +72,7 @@ def test_a_killed_inference_worker_s_beds_move_to_the_survivor_and_no_video_goes
     services.append(cameras)
 
     def beds_on(port: int) -> float:
-        return metric(port, "icu_infer_beds") or 0.0
+        return scrape_metric(port, "icu_infer_beds") or 0.0
 
     # Both workers own beds (the group split the frames partitions between them).
     wait_until(lambda: beds_on(ports[0]) >= 1 and beds_on(ports[1]) >= 1, 120, "both workers own beds", services)

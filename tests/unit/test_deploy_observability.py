@@ -15,6 +15,7 @@ from infra.observability import (
     READY_PATH,
     Observability,
     by_label,
+    scrape_metric,
     start_observability,
 )
 from infra.ports import free_port
@@ -79,3 +80,13 @@ def test_metrics_read_the_services_own_counters(served):
     assert 'icu_test_versions_total{code="NEWS2",priority="high"} 2.0' in text
     assert 'icu_test_latency_seconds_bucket{le="0.25"} 1.0' in text
     assert "icu_test_latency_seconds_count 1.0" in text
+
+
+def test_scrape_metric_reads_one_series_and_says_none_when_nothing_answers(served):
+    served.counter_from("icu_test_handled", "Handled.", lambda: [((), 7.0)])
+    served.gauge_from("icu_test_beds", "Beds.", lambda: [(("w1",), 3.0)], ("worker",))
+    assert scrape_metric(served.port, "icu_test_handled_total") == 7.0
+    assert scrape_metric(served.port, "icu_test_beds") == 3.0  # labelled series
+    assert scrape_metric(served.port, "icu_test_handled") is None  # a name is matched whole
+    assert scrape_metric(served.port, "icu_test_missing") is None
+    assert scrape_metric(free_port(), "icu_test_handled_total") is None  # no server on the port
