@@ -151,21 +151,20 @@ class Contract(BaseModel):
             raise ValueError(f"unsupported schema_version {value!r}; this build reads {SCHEMA_VERSION}")
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _version_present_on_wire(cls, data: object, info: ValidationInfo) -> object:
-        # Python callers may omit it (the default is the current version); bytes from the
-        # wire must say which contract they follow.
-        wire = bool(info.context and info.context.get("wire"))
-        if wire and isinstance(data, dict) and "schema_version" not in data:
-            raise ValueError("schema_version is missing")
-        return data
-
     @model_validator(mode="after")
-    def _no_nul_characters(self, info: ValidationInfo) -> Self:
+    def _wire_rules(self, info: ValidationInfo) -> Self:
+        context = info.context
+        if not context:
+            return self
+        # Python callers may omit schema_version (the default is the current version); bytes
+        # from the wire must say which contract they follow. Checked here, after validation,
+        # from the fields the input set: a "before" model validator would make pydantic build
+        # the whole JSON document as Python objects first (a third of decoding a detection).
+        if context.get("wire") and "schema_version" not in self.model_fields_set:
+            raise ValueError("schema_version is missing")
         # PostgreSQL cannot store U+0000 in text or jsonb; refuse it here, at the edge,
         # rather than let one message wedge the database sink.
-        if info.context and info.context.get("nul_free"):
+        if context.get("nul_free"):
             return self  # decode() saw no \u0000 in the bytes: no string here can hold one
         for name, value in self:
             if _has_nul(value):
