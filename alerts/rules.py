@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -136,6 +137,16 @@ class BedState:
     # at, and the median. Rules run at every message, and most messages (all detections, and
     # vitals that leave a series' minute as it was) do not change it; not serialised.
     medians: dict[str, tuple[tuple[float, float, int], float]] = field(default_factory=dict)
+    # Mirrors kept beside the series they index, so the rules run per message search and take
+    # medians in C rather than build lists in Python: each smoothed vital's kept values in
+    # sorted order, and the video samples' times. Changed only where the series change (the
+    # add_* functions), rebuilt from the series on construction; not serialised.
+    sorted_values: dict[str, list[Any]] = field(default_factory=dict)
+    video_times: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sorted_values = {name: sorted(v for _, v in self.vitals[name]) for name in SMOOTHED if name in self.vitals}
+        self.video_times = [sample.t for sample in self.video]
 
     def to_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: this runs for every snapshot of every bed, and asdict
@@ -181,10 +192,17 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         series = state.vitals.setdefault(name, [])
         if series and t < series[-1][0]:
             continue  # late reading: the series stays in time order
-        series.append((t, value.value if hasattr(value, "value") else value))
+        value = value.value if hasattr(value, "value") else value
+        series.append((t, value))
         # Keep the last minute, and always the newest reading (intermittent ones last longer).
         # The series is time-ordered: cut its head in place rather than rebuild it per reading.
-        del series[: min(_first_from(series, t - thresholds.smooth_s), len(series) - 1)]
+        cut = min(_first_from(series, t - thresholds.smooth_s), len(series) - 1)
+        if name in SMOOTHED:
+            ordered = state.sorted_values.setdefault(name, [])
+            bisect.insort(ordered, value)
+            for _, old in series[:cut]:
+                del ordered[bisect.bisect_left(ordered, old)]
+        del series[:cut]
     state.spo2_scale = vitals.spo2_scale
     state.last_vitals_t = max(state.last_vitals_t or t, t)
     if vitals.hr is not None:
@@ -206,10 +224,6 @@ def _first_from(series: list[tuple[float, Any]], t: float) -> int:
     return bisect.bisect_left(series, (t,))
 
 
-def _sample_time(sample: VideoSample) -> float:
-    return sample.t
-
-
 def _append_series(series: list[tuple[float, float]], t: float, value: float, *, keep_s: float, every_s: float) -> None:
     if not series or t - series[-1][0] >= every_s:
         series.append((t, value))
@@ -225,7 +239,10 @@ def add_detection(state: BedState, detection: Detection, thresholds: RuleThresho
         t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded
     )
     state.video.append(sample.counted_after(state.video[-1] if state.video else None))
-    del state.video[: bisect.bisect_left(state.video, t - VIDEO_KEEP_S, key=_sample_time)]
+    state.video_times.append(t)
+    if state.video_times[0] < t - VIDEO_KEEP_S:
+        cut = bisect.bisect_left(state.video_times, t - VIDEO_KEEP_S)
+        del state.video[:cut], state.video_times[:cut]
     # The trend is re-read as the samples cross each TREND_EVERY_S of their own time: when the
     # rules are evaluated (messages, ticks) does not move it, so replays decide the same.
     bucket = int(t // TREND_EVERY_S)
@@ -250,23 +267,25 @@ def add_camera_status(state: BedState, status: CameraStatus) -> None:
 # --- rules -------------------------------------------------------------------------------------
 
 
-def _fresh(state: BedState, name: str, now: float, thresholds: RuleThresholds) -> Any:
-    """The value a vital stands at: the median of the last minute's readings for monitored
-    numbers (a motion artefact or a probe slipping for a few seconds does not score), the newest
-    reading for charted ones; None once stale."""
-    series = state.vitals.get(name)
-    if not series or now - series[-1][0] > STALE_AFTER_S.get(name, thresholds.vitals_stale_s):
-        return None
-    if name not in SMOOTHED:
-        return series[-1][1]
-    first = min(_first_from(series, now - thresholds.smooth_s), len(series) - 1)
+def _smoothed(state: BedState, name: str, series: list[tuple[float, Any]], now: float, smooth_s: float) -> float:
+    """The median of the readings of the minute before ``now`` (always the newest one)."""
+    first = min(_first_from(series, now - smooth_s), len(series) - 1)
     # A series only grows at its end and is cut at its head, so its first and last times and
     # its length name the readings exactly.
     window = (series[first][0], series[-1][0], len(series) - first)
     known = state.medians.get(name)
     if known is not None and known[0] == window:
         return known[1]
-    value = round(float(statistics.median([v for _, v in series[first:]])), 1)
+    # The kept series is at most a minute older than its newest reading, so the window is all
+    # of it or all but its first few readings: take those out of a copy of its sorted values.
+    ordered = state.sorted_values[name]
+    if first:
+        ordered = ordered.copy()
+        for _, old in series[:first]:
+            del ordered[bisect.bisect_left(ordered, old)]
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    value = round(float(median), 1)
     state.medians[name] = (window, value)
     return value
 
@@ -283,8 +302,15 @@ def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float
 
 
 def fresh_vitals(state: BedState, now: float, thresholds: RuleThresholds) -> dict[str, Any]:
-    """Every vital as it stands at ``now`` (see :func:`_fresh`), None where stale or absent."""
-    return {name: _fresh(state, name, now, thresholds) for name in VITAL_NAMES}
+    """Every vital as it stands at ``now``, None where stale or absent: the median of the last
+    minute's readings for monitored numbers (a motion artefact or a probe slipping for a few
+    seconds does not score), the newest reading for charted ones."""
+    values: dict[str, Any] = dict.fromkeys(VITAL_NAMES)
+    for name, series in state.vitals.items():
+        if not series or now - series[-1][0] > STALE_AFTER_S.get(name, thresholds.vitals_stale_s):
+            continue
+        values[name] = _smoothed(state, name, series, now, thresholds.smooth_s) if name in SMOOTHED else series[-1][1]
+    return values
 
 
 def current_news2(
@@ -381,10 +407,14 @@ def _news2_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
         yield state.trend  # while the video that showed it is current
 
 
+_resp_rate = operator.attrgetter("resp_rate")
+
+
 def _video_rr_trend(state: BedState, now: float, thresholds: RuleThresholds) -> Condition | None:
     """DETERIORATION_TREND when the median video rate of the window's last quarter is
     ``trend_rr_rise`` above that of its first quarter."""
-    rates = [s.resp_rate for s in _since(state.video, now - thresholds.trend_window_s, inclusive=True) if s.resp_rate]
+    first = bisect.bisect_left(state.video_times, now - thresholds.trend_window_s)
+    rates = list(filter(None, map(_resp_rate, state.video[first:])))  # in C: ten minutes of samples
     if len(rates) < 20:
         return None
     head = statistics.median(rates[: len(rates) // 4])
@@ -415,7 +445,7 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
         )
     video = state.video
     expected = max(1, round(thresholds.seizure_window_s))
-    twitching = _count(video, _start(video, now - thresholds.seizure_window_s), "twitching")
+    twitching = _count(video, _start(state, now - thresholds.seizure_window_s), "twitching")
     seizure = twitching >= thresholds.seizure_share * expected
     if seizure:
         yield Condition(
@@ -425,7 +455,7 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             f"Rhythmic twitching in {twitching} of the last {expected} s: possible seizure.",
             {"twitch_seconds": twitching, "window_s": expected},
         )
-    episodes = _count(video, _start(video, now - thresholds.jerk_window_s), "jerk_starts")
+    episodes = _count(video, _start(state, now - thresholds.jerk_window_s), "jerk_starts")
     if not seizure and episodes >= thresholds.jerk_count:
         yield Condition(
             "JERK_CLUSTER",
@@ -434,7 +464,7 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             f"{episodes} separate jerks in the last {thresholds.jerk_window_s / 60:.0f} min.",
             {"twitch_count": episodes, "window_s": thresholds.jerk_window_s},
         )
-    first = _start(video, now - thresholds.pain_window_s)
+    first = _start(state, now - thresholds.pain_window_s)
     if first < len(video) and video[-1].t - video[first].t >= thresholds.pain_min_s:
         burden = _count(video, first, "grimacing") / (len(video) - first)
         if burden >= thresholds.pain_share:
@@ -451,16 +481,9 @@ def _video_rules(state: BedState, now: float, thresholds: RuleThresholds) -> Ite
             )
 
 
-def _since(video: list[VideoSample], t: float, *, inclusive: bool = False) -> list[VideoSample]:
-    """The samples after ``t`` (at or after, if ``inclusive``): the list is time-ordered, so a
-    binary search finds the start instead of a scan of every kept sample."""
-    find = bisect.bisect_left if inclusive else bisect.bisect_right
-    return video[find(video, t, key=_sample_time) :]
-
-
-def _start(video: list[VideoSample], t: float) -> int:
-    """Index of the first sample after ``t``."""
-    return bisect.bisect_right(video, t, key=_sample_time)
+def _start(state: BedState, t: float) -> int:
+    """Index of the first video sample after ``t`` (the samples are time-ordered)."""
+    return bisect.bisect_right(state.video_times, t)
 
 
 def _count(video: list[VideoSample], first: int, total: str) -> int:
@@ -514,7 +537,7 @@ def _technical_rules(state: BedState, now: float, thresholds: RuleThresholds) ->
             f"No vital signs for {age / 60:.0f} min: NEWS2 cannot be scored.",
             {"vitals_age_s": round(age)},
         )
-    first = _start(state.video, now - thresholds.quality_window_s)
+    first = _start(state, now - thresholds.quality_window_s)
     if len(state.video) - first >= thresholds.quality_window_s / 2:
         # Frames missing from the camera's stream; the baseline's own quality index is low too
         # often on a still patient to stand for the video as a whole.

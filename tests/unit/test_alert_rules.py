@@ -301,9 +301,12 @@ def test_rule_windows_counted_from_running_totals_match_a_scan_of_the_samples() 
         add_detection(state, detection)
     restored = BedState.from_dict(json.loads(json.dumps(state.to_dict())))
     now = state.video[-1].t
-    for video in (state.video, restored.video):
+    for bed in (state, restored):
+        video = bed.video
         for window_s in (1.0, 10.0, 120.0, 300.0, 599.0):
-            first = _start(video, now - window_s)
+            first = _start(bed, now - window_s)
+            # The sample times the start is searched in are kept beside the samples: a scan agrees.
+            assert first == next(i for i, s in enumerate(video) if s.t > now - window_s)
             window = video[first:]
             flags = [s.twitch >= FINDING_THRESHOLD for s in window]
             jerks = sum(1 for i, f in enumerate(flags) if f and (i == 0 or not flags[i - 1]))
@@ -323,7 +326,7 @@ def test_remembered_medians_and_scores_match_a_fresh_computation() -> None:
     import statistics
 
     from alerts.news2 import score_news2
-    from alerts.rules import SMOOTHED, _fresh
+    from alerts.rules import SMOOTHED, fresh_vitals
 
     rng = random.Random(11)
     thresholds = RuleThresholds()
@@ -344,11 +347,10 @@ def test_remembered_medians_and_scores_match_a_fresh_computation() -> None:
                 recent = [v for ts_, v in series if ts_ >= now - thresholds.smooth_s] or [series[-1][1]]
                 fresh = now - series[-1][0] <= 300.0 if name != "sbp" else now - series[-1][0] <= 3600.0
                 expected = round(float(statistics.median(recent)), 1) if fresh else None
-                assert _fresh(state, name, now, thresholds) == expected, (step_no, name)
+                assert fresh_vitals(state, now, thresholds)[name] == expected, (step_no, name)
                 checked += expected is not None
             score = current_news2(state, thresholds, now)
-            values = {k: _fresh(state, k, now, thresholds) for k in ("rr", "spo2", "on_oxygen", "sbp", "hr",
-                                                                     "consciousness", "temp_c")}  # fmt: skip
+            values = fresh_vitals(state, now, thresholds)
             if any(v is not None for v in values.values()):
                 assert score == score_news2(rr=values["rr"], spo2=values["spo2"], on_oxygen=values["on_oxygen"],
                                             sbp=values["sbp"], hr=values["hr"], consciousness=values["consciousness"],
