@@ -237,6 +237,7 @@ class GracefulStop:
 
 
 BROKER_LOST_AFTER_S = 3.0  # a consume loop says the broker is lost after this long without a coordinator
+BROKER_WATCH_EVERY_S = 0.5
 
 
 class DeadLetterError(Exception):
@@ -348,21 +349,32 @@ class ConsumeLoop:
     _said_lost: bool = False
 
     def run(self, *, max_batches: int | None = None) -> ConsumeStats:
+        # The broker's state is watched from a thread of its own: kafka-python 3's poll blocks
+        # while it looks for a lost coordinator, so a loop that only checked between polls would
+        # see an outage only once it was over.
+        finished = threading.Event()
+        watch = threading.Thread(target=self._watch_broker, args=(finished,), name="broker-watch", daemon=True)
+        watch.start()
         try:
             while not self.stop.is_set():
                 if max_batches is not None and self.stats.batches >= max_batches:
                     break
                 polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
                 self._beat()
-                self._note_broker()
                 if polled:
                     self._process_batch(polled)
         finally:
+            finished.set()
             try:
                 self.dead_letters.flush()
             finally:
                 self.consumer.close(autocommit=False)
+                watch.join(timeout=2)
         return self.stats
+
+    def _watch_broker(self, finished: threading.Event) -> None:
+        while not finished.wait(BROKER_WATCH_EVERY_S):
+            self._note_broker()
 
     def _beat(self) -> None:
         if self.heartbeat is not None:
@@ -375,7 +387,9 @@ class ConsumeLoop:
         if coordinator is None:
             return
         now = time.monotonic()
-        if coordinator.coordinator_unknown():
+        # The attribute, not coordinator_unknown(): that one may mark the coordinator dead, which
+        # is the consumer's business, on the consumer's thread.
+        if coordinator.coordinator_id is None:
             if self.broker_lost_since is None:
                 self.broker_lost_since = now
             elif not self._said_lost and now - self.broker_lost_since >= BROKER_LOST_AFTER_S:
@@ -483,3 +497,7 @@ class ConsumeLoop:
             # The group rebalanced while we worked: the new owner re-reads from the last
             # commit, so the batch is processed again (at-least-once), not lost.
             log.warning("offset commit failed after a rebalance; batch will be redelivered: %s", exc)
+        except KafkaError as exc:
+            # The broker went away between the poll and the commit (kafka-python 3 raises its
+            # connection error here): the batch stays uncommitted and is read again, not lost.
+            log.warning("offset commit failed (%s: %s); the batch may be redelivered", type(exc).__name__, exc)
