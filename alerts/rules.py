@@ -133,10 +133,6 @@ class BedState:
     # median over ten minutes of samples, too dear for every message); not serialised.
     trend_bucket: int | None = None
     trend: Condition | None = None
-    # Per smoothed vital: (first time, last time, readings) of the minute it was last scored
-    # at, and the median. Rules run at every message, and most messages (all detections, and
-    # vitals that leave a series' minute as it was) do not change it; not serialised.
-    medians: dict[str, tuple[tuple[float, float, int], float]] = field(default_factory=dict)
     # Mirrors kept beside the series they index, so the rules run per message search and take
     # medians in C rather than build lists in Python: each smoothed vital's kept values in
     # sorted order, and the video samples' times. Changed only where the series change (the
@@ -270,12 +266,6 @@ def add_camera_status(state: BedState, status: CameraStatus) -> None:
 def _smoothed(state: BedState, name: str, series: list[tuple[float, Any]], now: float, smooth_s: float) -> float:
     """The median of the readings of the minute before ``now`` (always the newest one)."""
     first = min(_first_from(series, now - smooth_s), len(series) - 1)
-    # A series only grows at its end and is cut at its head, so its first and last times and
-    # its length name the readings exactly.
-    window = (series[first][0], series[-1][0], len(series) - first)
-    known = state.medians.get(name)
-    if known is not None and known[0] == window:
-        return known[1]
     # The kept series is at most a minute older than its newest reading, so the window is all
     # of it or all but its first few readings: take those out of a copy of its sorted values.
     ordered = state.sorted_values[name]
@@ -285,9 +275,7 @@ def _smoothed(state: BedState, name: str, series: list[tuple[float, Any]], now: 
             del ordered[bisect.bisect_left(ordered, old)]
     middle = len(ordered) // 2
     median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    value = round(float(median), 1)
-    state.medians[name] = (window, value)
-    return value
+    return round(float(median), 1)
 
 
 def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float | None:

@@ -317,11 +317,11 @@ def test_rule_windows_counted_from_running_totals_match_a_scan_of_the_samples() 
     assert _count(state.video, len(state.video), "twitching") == 0
 
 
-def test_remembered_medians_and_scores_match_a_fresh_computation() -> None:
-    """The rules remember each smoothed vital's median while its minute of readings stays the
-    same, and NEWS2 scores by their inputs. Over an irregular course (gaps, bursts, readings at
-    the same instant, late ones dropped, time moving on between readings, a trip through JSON)
-    the remembered values must equal the median and score computed from scratch every time."""
+def test_sorted_medians_and_remembered_scores_match_a_fresh_computation() -> None:
+    """The rules take each smoothed vital's median from its values kept sorted as readings come
+    and go, and remember NEWS2 scores by their inputs. Over an irregular course (gaps, bursts,
+    readings at the same instant, late ones dropped, time moving on between readings, a trip
+    through JSON) they must equal the median and score computed from scratch every time."""
     import random
     import statistics
 
