@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from inference.metrics import FINDINGS
 
+APPEARANCE_POOLS = ("mean", "attention")
 RR_SCALE = 30.0  # the rate head predicts breaths/min divided by this (targets near 0.3-1.0)
 
 
@@ -51,6 +52,20 @@ class ModelConfig:
     temporal_layers: int = 6
     dropout: float = 0.1
     lookahead_frames: int = 20
+    # How the appearance tokens become one vector per frame: "mean" over the grid, or
+    # "attention" (a learned query, like the fused pool), which can single out the few tokens
+    # that hold the face instead of averaging it with the bed and the room.
+    appearance_pool: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.appearance_pool not in APPEARANCE_POOLS:
+            raise ValueError(f"appearance_pool must be one of {APPEARANCE_POOLS}, got {self.appearance_pool!r}")
+        levels = len(self.channels)
+        if self.height % (1 << levels) or self.width % (1 << levels):
+            raise ValueError(
+                f"height and width ({self.height}x{self.width}) must be multiples of 2**{levels} "
+                f"(one halving per entry of channels)"
+            )
 
     @property
     def receptive_field(self) -> int:
@@ -114,6 +129,11 @@ class TemporalNet(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         self.pool_query = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02)
         self.pool = nn.MultiheadAttention(config.dim, config.heads, batch_first=True)
+        self.appearance_query: nn.Parameter | None = None
+        self.appearance_pool: nn.MultiheadAttention | None = None
+        if config.appearance_pool == "attention":
+            self.appearance_query = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02)
+            self.appearance_pool = nn.MultiheadAttention(config.dim, config.heads, batch_first=True)
         self.temporal_in = nn.Conv1d(2 * config.dim, config.dim, 1)
         self.temporal = nn.Sequential(
             *[CausalResidual(config.dim, 2**i, config.dropout) for i in range(config.temporal_layers)]
@@ -138,7 +158,15 @@ class TemporalNet(nn.Module):
         tokens = self.norm(motion + fused)
         pooled, weights = self.pool(self.pool_query.expand(b * t, -1, -1), tokens, tokens, need_weights=True)
         # Appearance pooled over space too: what the scene is, next to what moved in it.
-        vector = torch.cat([pooled[:, 0], appearance.mean(dim=1)], dim=-1)
+        if self.appearance_pool is not None and self.appearance_query is not None:
+            seen, seen_weights = self.appearance_pool(
+                self.appearance_query.expand(b * t, -1, -1), appearance, appearance, need_weights=True
+            )
+            # The saliency shown in evidence is where either pool looked: motion or a still face.
+            weights = (weights + seen_weights) / 2
+            vector = torch.cat([pooled[:, 0], seen[:, 0]], dim=-1)
+        else:
+            vector = torch.cat([pooled[:, 0], appearance.mean(dim=1)], dim=-1)
         return vector.reshape(b, t, -1), weights[:, 0].reshape(b, t, -1)
 
     def heads(self, vectors: Tensor) -> dict[str, Tensor]:

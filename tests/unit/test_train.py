@@ -15,7 +15,16 @@ from icu.cli import main
 from inference.data import ClipBank, LoadedClip, augment
 from inference.metrics import FINDINGS
 from inference.model import align_outputs, build_model
-from inference.train import TrainError, compute_loss, learning_rate, load_variant, load_weights, train
+from inference.train import (
+    TrainConfig,
+    TrainError,
+    compute_loss,
+    learning_rate,
+    load_variant,
+    load_weights,
+    save_weights,
+    train,
+)
 from simulator.clips import plan_clip_set, write_clip
 
 
@@ -36,8 +45,10 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_the_model_gives_frame_level_outputs_and_saliency() -> None:
-    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3)
+@pytest.mark.parametrize("appearance_pool", ["mean", "attention"])
+def test_the_model_gives_frame_level_outputs_and_saliency(appearance_pool: str) -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3,
+                        appearance_pool=appearance_pool)  # fmt: skip
     out = model(torch.rand(2, 12, 3, 48, 64))
     assert out["findings"].shape == (2, 12, len(FINDINGS))
     assert out["resp_rate"].shape == (2, 12)
@@ -46,8 +57,10 @@ def test_the_model_gives_frame_level_outputs_and_saliency() -> None:
     assert torch.allclose(out["saliency"].sum(-1), torch.ones(2, 12), atol=1e-5)
 
 
-def test_the_model_is_causal() -> None:
-    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3).eval()
+@pytest.mark.parametrize("appearance_pool", ["mean", "attention"])
+def test_the_model_is_causal(appearance_pool: str) -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3,
+                        appearance_pool=appearance_pool).eval()  # fmt: skip
     frames = torch.rand(1, 10, 3, 48, 64)
     changed = frames.clone()
     changed[0, 7:] = torch.rand(3, 3, 48, 64)  # only the future of frame 6 differs
@@ -93,6 +106,26 @@ def test_configs_and_errors(clips: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_model_configs_refuse_what_the_network_cannot_build() -> None:
+    with pytest.raises(ValueError, match="appearance_pool must be one of"):
+        build_model(appearance_pool="max")
+    with pytest.raises(ValueError, match=r"multiples of 2\*\*4"):
+        build_model(height=100, width=128)  # 100 does not halve four times into whole tokens
+    attention, _ = load_variant("temporal-small-attnpool")
+    assert (attention.appearance_pool, attention.height, attention.width) == ("attention", 96, 128)
+
+
+def test_weights_keep_the_appearance_pool(tmp_path: Path) -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3,
+                        appearance_pool="attention").eval()  # fmt: skip
+    save_weights(model, tmp_path, metrics={}, config_name="test", train_config=TrainConfig(), data=tmp_path, epoch=1)
+    loaded = load_weights(tmp_path / "model.pt")
+    assert loaded.config.appearance_pool == "attention"
+    frames = torch.rand(1, 6, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(model(frames)["findings"], loaded(frames)["findings"])
+
+
 def test_learning_rate_warms_up_then_decays() -> None:
     rates = [learning_rate(step, 100, 1.0) for step in range(100)]
     assert rates[0] < rates[4] == pytest.approx(1.0)
@@ -100,9 +133,11 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert all(a >= b for a, b in itertools.pairwise(rates[5:]))
 
 
-def test_cached_frame_vectors_give_the_same_outputs_as_the_whole_model() -> None:
+@pytest.mark.parametrize("appearance_pool", ["mean", "attention"])
+def test_cached_frame_vectors_give_the_same_outputs_as_the_whole_model(appearance_pool: str) -> None:
     # What the live worker relies on: each frame's vector computed once, the heads over a window.
-    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3).eval()
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3,
+                        appearance_pool=appearance_pool).eval()  # fmt: skip
     frames = torch.rand(1, 9, 3, 48, 64)
     with torch.no_grad():
         whole = model(frames)
