@@ -21,6 +21,7 @@ a bed's recent readings out of its rolling windows after recovery, never an aler
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -28,9 +29,10 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from pydantic import Field
 
 from alerts.broker_watch import BrokerWatch
@@ -85,6 +87,18 @@ class AlertSettings(TopicsAdminSettings, ObservabilitySettings):
     alert_max_snooze_s: int = Field(default=1800, ge=60, le=3600, description="Snoozes are capped at this.")
     alert_apnea_s: float = Field(default=20.0, ge=5, le=120, description="Video apnea this long raises.")
     alert_vitals_stale_s: float = Field(default=300.0, ge=30, description="No vitals this long: VITALS_STALE.")
+    alerts_event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The worker's event loop: uvloop (Faust hands every record through several tasks, which "
+        "uvloop schedules faster) or the standard library's asyncio.",
+    )
+    alerts_fetch_max_wait_ms: int = Field(
+        default=300,
+        ge=10,
+        le=10_000,
+        description="Longest a fetch that found no records waits at the broker (Faust's own is 1,500 ms; a "
+        "broker that answers only when the wait ends, like the embedded one, adds up to this to each hop).",
+    )
 
     def processor(self) -> AlertProcessor:
         return AlertProcessor(
@@ -144,6 +158,43 @@ class AlertsStats:
         return sum(self.versions_by.values())
 
 
+class _FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread with its transport's fetch wait (Faust hard-codes 1,500 ms)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this when the consumer starts its fetcher, which is after this returns.
+        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
+        return consumer
+
+
+class _FetchWaitConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _FetchWaitConsumerThread:
+        return _FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class FetchWaitTransport(faust_aiokafka.Transport):
+    """Faust's Kafka transport whose worker consumer waits at most ``fetch_max_wait_ms`` for records."""
+
+    Consumer = _FetchWaitConsumer
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+
+
+def use_event_loop(settings: AlertSettings) -> str:
+    """Install the event loop ICU_ALERTS_EVENT_LOOP names for this process (before the Faust app
+    and its consumer thread make their loops); returns what it installed, for the start-up log."""
+    if settings.alerts_event_loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(None)
+    return settings.alerts_event_loop
+
+
 def build_faust_app(settings: AlertSettings) -> faust.App:
     """The Faust app with the worker's broker, consumer and table settings, and nothing on it
     (``icu bench alerts`` runs a counting agent on the same settings as Faust's own ceiling)."""
@@ -169,6 +220,10 @@ def build_faust_app(settings: AlertSettings) -> faust.App:
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.alerts_data_dir),
+    )
+    # Before anything asks for the transport (topics, tables): Faust would build its own.
+    app.transport = FetchWaitTransport(
+        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.alerts_fetch_max_wait_ms
     )
     # Faust creates only the last level of its data directory; a fresh machine has no parents.
     settings.alerts_data_dir.mkdir(parents=True, exist_ok=True)

@@ -155,9 +155,10 @@ def _run_counting_agent() -> None:
     that counts; it writes messages/s from its first event to its last to ICU_BENCH_NOOP_RESULT."""
     from faust.worker import Worker
 
-    from alerts.app import INPUTS, AlertSettings, build_faust_app
+    from alerts.app import INPUTS, AlertSettings, build_faust_app, use_event_loop
 
     settings = AlertSettings()
+    use_event_loop(settings)
     total, result = int(os.environ["ICU_BENCH_NOOP_TOTAL"]), Path(os.environ["ICU_BENCH_NOOP_RESULT"])
     app = build_faust_app(settings)
     # The worker's subscription (its inputs and its ticks topic), so the fetches match.

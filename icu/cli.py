@@ -369,7 +369,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 
     from faust.worker import Worker
 
-    from alerts.app import INPUTS, AlertSettings, build_app
+    from alerts.app import INPUTS, AlertSettings, build_app, use_event_loop
     from icu.contracts import Topic
     from infra.observability import by_label, start_observability, stat_sample
     from infra.topics import require_topics
@@ -384,6 +384,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     observability = start_observability(settings, "alerts")
     require_topics(settings, [*INPUTS, Topic.ALERT_TICKS, Topic.ALERTS, Topic.ALERTS_FHIR, Topic.DEAD_LETTER])
+    event_loop = use_event_loop(settings)
     app, stats = build_app(settings)
     health = observability.health
 
@@ -401,8 +402,8 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     observability.counter_from("icu_dead_letters", "Records sent to the dead-letter topic.",
                                lambda: [(("alerts",), float(stats.dead_lettered))], ("stage",))  # fmt: skip
     log.info("alerts worker %s: %s.{vitals,detections,camera-status,alert-acks} -> %s.alerts + %s.alerts-fhir "
-             "(Ctrl-C stops)", settings.alerts_app_id, settings.topic_prefix, settings.topic_prefix,
-             settings.topic_prefix)  # fmt: skip
+             "(%s event loop; Ctrl-C stops)", settings.alerts_app_id, settings.topic_prefix, settings.topic_prefix,
+             settings.topic_prefix, event_loop)  # fmt: skip
     try:
         Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
     finally:

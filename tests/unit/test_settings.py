@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,55 @@ def test_every_services_local_state_follows_icu_state_dir(monkeypatch, tmp_path)
     assert load_settings(UpSettings).state_dir == tmp_path / "fresh" / "state"
     build_app(settings)
     assert settings.alerts_data_dir.is_dir()
+
+
+def test_the_alerts_workers_consumer_waits_at_most_the_configured_fetch_wait(monkeypatch, tmp_path):
+    """Faust builds its aiokafka consumer with a hard-coded 1,500 ms fetch wait; `icu alerts`
+    takes ICU_ALERTS_FETCH_MAX_WAIT_MS instead, on the consumer Faust's worker thread creates."""
+    import asyncio
+
+    from alerts.app import AlertSettings, build_app
+
+    monkeypatch.setenv("ICU_STATE_DIR", str(tmp_path))
+    assert load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9").alerts_fetch_max_wait_ms == 300
+    monkeypatch.setenv("ICU_ALERTS_FETCH_MAX_WAIT_MS", "250")
+    app, _ = build_app(load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9"))
+
+    async def worker_consumer_wait() -> int:
+        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(worker_consumer_wait()) == 250
+    monkeypatch.setenv("ICU_ALERTS_FETCH_MAX_WAIT_MS", "0")
+    with pytest.raises(ConfigError, match="ICU_ALERTS_FETCH_MAX_WAIT_MS"):
+        load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9")
+
+
+def test_the_alerts_worker_runs_on_the_event_loop_it_is_configured_with(monkeypatch, tmp_path):
+    """In a fresh process, as `icu alerts` starts: the loop Faust's app runs on and the one its
+    consumer thread gets (asyncio.new_event_loop) are the configured kind."""
+    import subprocess
+    import sys
+
+    from alerts.app import AlertSettings
+
+    script = (
+        "import asyncio\n"
+        "from alerts.app import AlertSettings, build_faust_app, use_event_loop\n"
+        "settings = AlertSettings(kafka_bootstrap_servers='127.0.0.1:9')\n"
+        "print(use_event_loop(settings), type(build_faust_app(settings).loop).__name__,"
+        " type(asyncio.new_event_loop()).__name__)\n"
+    )
+    for name, loop_type in (("uvloop", "Loop"), ("asyncio", "_UnixSelectorEventLoop")):
+        env = {**os.environ, "ICU_STATE_DIR": str(tmp_path), "ICU_ALERTS_EVENT_LOOP": name}
+        shown = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert shown.stdout.split() == [name, loop_type, loop_type]
+    monkeypatch.setenv("ICU_ALERTS_EVENT_LOOP", "trio")
+    with pytest.raises(ConfigError, match="ICU_ALERTS_EVENT_LOOP"):
+        load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9")
 
 
 def test_repeated_kafka_client_lines_pass_once_per_window_with_a_count() -> None:
