@@ -87,8 +87,9 @@ class AlertSettings(TopicsAdminSettings, ObservabilitySettings):
     alert_max_snooze_s: int = Field(default=1800, ge=60, le=3600, description="Snoozes are capped at this.")
     alert_apnea_s: float = Field(default=20.0, ge=5, le=120, description="Video apnea this long raises.")
     alert_vitals_stale_s: float = Field(default=300.0, ge=30, description="No vitals this long: VITALS_STALE.")
-    # Both below are faster than Faust's defaults but not the defaults: with either, the
-    # broker-restart fault test sometimes left the worker silent (README, Benchmarks).
+    # Both below can beat Faust's own choices (uvloop: throughput; a shorter fetch wait: latency)
+    # but default to them: with either changed, the broker-restart fault test sometimes left the
+    # worker silent (README, Benchmarks).
     alerts_event_loop: Literal["uvloop", "asyncio"] = Field(
         default="asyncio",
         description="The worker's event loop: the standard library's asyncio, or uvloop (1.15x the messages/s; "

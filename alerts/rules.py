@@ -196,8 +196,7 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         if name in SMOOTHED:
             ordered = state.sorted_values.setdefault(name, [])
             bisect.insort(ordered, value)
-            for _, old in series[:cut]:
-                del ordered[bisect.bisect_left(ordered, old)]
+            _drop_sorted(ordered, series[:cut])
         del series[:cut]
     state.spo2_scale = vitals.spo2_scale
     state.last_vitals_t = max(state.last_vitals_t or t, t)
@@ -211,6 +210,12 @@ def add_vitals(state: BedState, vitals: Vitals, thresholds: RuleThresholds) -> N
         if score is not None and score.complete:
             state.news2.append((t, score.score))
             del state.news2[: _first_from(state.news2, t - NEWS2_KEEP_S)]
+
+
+def _drop_sorted(ordered: list[Any], readings: list[tuple[float, Any]]) -> None:
+    """Take the values of ``readings`` out of ``ordered`` (sorted values that hold them)."""
+    for _, value in readings:
+        del ordered[bisect.bisect_left(ordered, value)]
 
 
 def _first_from(series: list[tuple[float, Any]], t: float) -> int:
@@ -271,8 +276,7 @@ def _smoothed(state: BedState, name: str, series: list[tuple[float, Any]], now: 
     ordered = state.sorted_values[name]
     if first:
         ordered = ordered.copy()
-        for _, old in series[:first]:
-            del ordered[bisect.bisect_left(ordered, old)]
+        _drop_sorted(ordered, series[:first])
     middle = len(ordered) // 2
     median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
     return round(float(median), 1)
