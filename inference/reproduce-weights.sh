@@ -7,6 +7,7 @@
 #
 # ICU (default: icu) is the command that runs the CLI, e.g. ICU="python3 -m icu.cli".
 # The committed run is the plain command (the config's 22 epochs, best epoch 19, see MODEL_CARD.md).
+# CONFIG trains another variant (default temporal-small, the committed one).
 # STOP_AFTER ends training after that epoch; MAX_MINUTES ends it on time instead.
 # Needs a GPU to finish in minutes; on a laptop CPU it takes days.
 set -euo pipefail
@@ -16,5 +17,5 @@ workers=${WORKERS:-$(nproc)}
 mkdir -p "$work"
 $icu sim clips --out "$work/clips/train" --n "${TRAIN_CLIPS:-800}" --seed 21 --split train --workers "$workers"
 $icu sim clips --out "$work/clips/val" --n "${VAL_CLIPS:-64}" --seed 22 --split val --workers "$workers"
-$icu train --data "$work/clips" --config temporal-small --out "$work/model" --workers "$workers" \
+$icu train --data "$work/clips" --config "${CONFIG:-temporal-small}" --out "$work/model" --workers "$workers" \
   ${EPOCHS:+--epochs "$EPOCHS"} ${STOP_AFTER:+--stop-after "$STOP_AFTER"} ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"}

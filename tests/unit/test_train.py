@@ -23,6 +23,7 @@ from inference.train import (
     load_variant,
     load_weights,
     save_weights,
+    score_of,
     train,
 )
 from simulator.clips import plan_clip_set, write_clip
@@ -131,6 +132,18 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert rates[0] < rates[4] == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.02, abs=0.01)
     assert all(a >= b for a, b in itertools.pairwise(rates[5:]))
+
+
+def test_early_stopping_score_does_not_reward_withholding_the_rate() -> None:
+    """A model that predicts apnea everywhere withholds every rate (no MAE, coverage 0): on a
+    device run that scored as if the rate were perfect and early stopping kept epoch 3."""
+    findings = {"grimace": {"f1": 0.2}, "twitch": {"f1": 0.6}, "apnea": {"f1": 0.4}}
+    gave_up = score_of({**findings, "resp_rate": {"mae_bpm": None, "within_2bpm": None, "coverage": 0.0}})
+    estimated = score_of({**findings, "resp_rate": {"mae_bpm": 4.0, "within_2bpm": 0.4, "coverage": 0.9}})
+    assert gave_up < estimated
+    assert gave_up == pytest.approx(0.4 - 1.0)
+    # A clip set without rate labels is scored on its findings alone.
+    assert score_of({**findings, "resp_rate": None}) == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize("appearance_pool", ["mean", "attention"])
