@@ -4,6 +4,7 @@ invents nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from fhir.resources.R4B.detectedissue import DetectedIssue
 
 from alerts.app import worker_env
@@ -34,7 +37,10 @@ from icu.contracts import (
     encode,
 )
 from icu.kafka import close_producer, create_producer
+from infra.broker import EmbeddedBroker
+from infra.ports import free_port
 from infra.settings import TopicsAdminSettings
+from infra.topics import create_topics
 from simulator.scenario import load_scenario
 from tests.integration.records import read_records
 
@@ -234,3 +240,79 @@ def test_an_acknowledgement_on_alert_acks_makes_an_acknowledged_version(
     assert version.state is AlertState.ACKNOWLEDGED
     assert version.acknowledged_by == "nurse.a"
     assert worker.stop() == 0
+
+
+async def restart_under_records_in_flight(port: int, topic: str, log: Path) -> EmbeddedBroker:
+    """A broker on ``port`` that acknowledged two records for ``topic`` (partition 0) without
+    having the topic: they were in flight when the broker it replaced stopped, and the producer
+    sent them again, to the partition leader it knew, as soon as the new one listened."""
+    broker = EmbeddedBroker(port=port, log_file=log).start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+        await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"acknowledged", key=b"bed", partition=0)
+            broker.stop()
+            in_flight = [await producer.send(topic, b"in flight", key=b"bed", partition=0) for _ in range(2)]
+            broker = EmbeddedBroker(port=port, log_file=log).start()
+            await asyncio.wait_for(asyncio.gather(*in_flight), 30)
+        finally:
+            await producer.stop()
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+async def listed_and_served(settings: TopicsAdminSettings, topic: str) -> tuple[int, int]:
+    """``topic`` created as Faust creates a changelog; the end offset the broker lists for its
+    partition 0, and how many records a fetch from the start gets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    config = {"cleanup.policy": "compact"}
+    await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1, topic_configs=config)])
+    await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        listed = (await consumer.end_offsets([partition]))[partition]
+        served = sum(len(records) for records in (await consumer.getmany(timeout_ms=2000)).values())
+    finally:
+        await consumer.stop()
+    return listed, served
+
+
+def test_a_worker_recovers_past_changelog_records_the_broker_lists_but_never_serves(tmp_path: Path) -> None:
+    """The embedded broker acknowledges records produced to a topic it does not have and, once
+    the topic is created, counts them in its end offset but never serves them. That happens
+    when it restarts under the worker: Faust's producer re-sends the changelog records the old
+    broker never acknowledged before the worker has created its changelog again. Table recovery
+    then waited for them for ever and the worker never consumed again (the broker-restart fault
+    test's intermittent silence). It must go on once the broker's fetches show nothing there."""
+    prefix = "unserved"
+    changelog = f"{prefix}-icu-alerts-bed-alert-state-changelog"  # the worker's table's changelog
+    broker = asyncio.run(restart_under_records_in_flight(free_port(), changelog, tmp_path / "broker.log"))
+    worker: Worker | None = None
+    try:
+        settings = TopicsAdminSettings(kafka_bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
+                                       topic_partitions=3)  # fmt: skip
+        create_topics(settings)
+        listed, served = asyncio.run(listed_and_served(settings, changelog))
+        assert listed > served, f"the broker serves what it lists ({listed} listed, {served} served)"
+        worker = Worker(settings, tmp_path)
+        worker.start()
+        wait_ready(settings, "probe-01")  # consuming: the recovery has ended
+        assert "table recovery: the broker lists changelog" in worker.log.read_text()
+        assert worker.stop() == 0
+    finally:
+        if worker is not None and worker.process is not None and worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait(10)
+        broker.stop()

@@ -103,7 +103,7 @@ def test_the_alerts_workers_consumer_waits_at_most_the_configured_fetch_wait(mon
     from alerts.app import AlertSettings, build_app
 
     monkeypatch.setenv("ICU_STATE_DIR", str(tmp_path))
-    assert load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9").alerts_fetch_max_wait_ms == 1500
+    assert load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9").alerts_fetch_max_wait_ms == 300
     monkeypatch.setenv("ICU_ALERTS_FETCH_MAX_WAIT_MS", "250")
     app, _ = build_app(load_settings(AlertSettings, kafka_bootstrap_servers="127.0.0.1:9"))
 
