@@ -166,8 +166,9 @@ class AlertsStats:
         return sum(self.versions_by.values())
 
 
-class _FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread with its transport's fetch wait (Faust hard-codes 1,500 ms)."""
+class _WorkerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, with two additions: its transport's fetch wait (Faust
+    hard-codes 1,500 ms), and the broker's last fetch answers, which FetchCheckedRecovery reads."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -195,11 +196,11 @@ class _FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return int(position), int(log_end)
 
 
-class _FetchWaitConsumer(faust_aiokafka.Consumer):
-    _thread: _FetchWaitConsumerThread
+class _WorkerConsumer(faust_aiokafka.Consumer):
+    _thread: _WorkerConsumerThread
 
-    def _new_consumer_thread(self) -> _FetchWaitConsumerThread:
-        return _FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
+    def _new_consumer_thread(self) -> _WorkerConsumerThread:
+        return _WorkerConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def fetched_to(self, tp: TP, fresh_s: float) -> tuple[int, int] | None:
         return await self._thread.fetched_to(tp, fresh_s)
@@ -241,15 +242,15 @@ class FetchCheckedRecovery(Recovery):
         stopped serving (see the class); the partitions so ended."""
         now = time.monotonic()
         started = self._recovery_started_at
-        fetched_to = getattr(self.app.consumer, "fetched_to", None)
-        if started is None or now - started < self.after_s or fetched_to is None:
+        if started is None or now - started < self.after_s:
             return []
+        consumer = cast(_WorkerConsumer, self.app.consumer)  # build_faust_app installs both
         ended: list[TP] = []
         for tp, remaining in list(self.active_remaining().items()):
             last_event = self._active_events_received_at.get(tp)
             if remaining <= 0 or (last_event is not None and now - last_event < self.after_s):
                 continue
-            answer = await fetched_to(tp, self.fresh_s)
+            answer = await consumer.fetched_to(tp, self.fresh_s)
             if answer is None or not self.in_recovery:
                 continue  # nothing known, or the recovery is over
             position, log_end = answer
@@ -280,7 +281,7 @@ class _TableManager(TableManager):
 class FetchWaitTransport(faust_aiokafka.Transport):
     """Faust's Kafka transport whose worker consumer waits at most ``fetch_max_wait_ms`` for records."""
 
-    Consumer = _FetchWaitConsumer
+    Consumer = _WorkerConsumer
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
