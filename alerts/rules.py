@@ -13,7 +13,10 @@ Rules (thresholds in :class:`RuleThresholds`, set by ``ICU_ALERT_*``):
   response). Vitals older than ``vitals_stale_s`` are not scored. When the monitor's RR is
   missing or stale, a recent video respiration rate of good quality stands in, marked
   ``rr_source: video``.
-- ``APNEA_VIDEO``: video apnea probability >= 0.5 for ``apnea_s`` (20 s) running: high.
+- ``APNEA_VIDEO``: video apnea decided present for ``apnea_s`` (20 s) running: high. Here and
+  below a video finding is present when the detection lists it (``Detection.findings``, the
+  model's fitted decision rules), or, from a producer without decision rules, when its
+  probability is 0.5 or more.
 - ``SEIZURE_VIDEO``: twitching in at least ``seizure_share`` of the last ``seizure_window_s``
   seconds (rhythmic, sustained): high.
 - ``JERK_CLUSTER``: ``jerk_count`` or more separate twitch episodes in ``jerk_window_s``,
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.news2 import News2, News2Error, score_news2
-from icu.contracts import AlertKind, AlertPriority, CameraState, CameraStatus, Detection, Vitals
+from icu.contracts import AlertKind, AlertPriority, CameraState, CameraStatus, Detection, Finding, Vitals
 
 VITAL_NAMES = ("hr", "rr", "spo2", "sbp", "temp_c", "on_oxygen", "consciousness")
 SMOOTHED = ("hr", "rr", "spo2", "sbp")  # monitored numbers: scored as the median of the last minute
@@ -96,6 +99,7 @@ class VideoSample:
     resp_rate: float | None
     quality: float | None
     degraded: bool
+    findings: list[str] | None = None  # decided present (Detection.findings); None: threshold the probabilities
     # Running totals over the bed's samples up to and including this one (not serialised; see
     # `_count`): a rule window's count is a difference of two totals, not a scan per evaluation.
     grimacing: int = 0
@@ -104,13 +108,20 @@ class VideoSample:
     degraded_count: int = 0
 
     def counted_after(self, previous: VideoSample | None) -> VideoSample:
-        grimace, twitch = self.grimace >= FINDING_THRESHOLD, self.twitch >= FINDING_THRESHOLD
-        was_twitching = previous is not None and previous.twitch >= FINDING_THRESHOLD
+        grimace, twitch = self.present("grimace"), self.present("twitch")
+        was_twitching = previous is not None and previous.present("twitch")
         self.grimacing = (previous.grimacing if previous else 0) + grimace
         self.twitching = (previous.twitching if previous else 0) + twitch
         self.jerk_starts = (previous.jerk_starts if previous else 0) + (twitch and not was_twitching)
         self.degraded_count = (previous.degraded_count if previous else 0) + self.degraded
         return self
+
+    def present(self, finding: str) -> bool:
+        """Whether the detection had ``finding`` present (see the module's rules)."""
+        if self.findings is not None:
+            return finding in self.findings
+        probability: float = getattr(self, finding)
+        return probability >= FINDING_THRESHOLD
 
 
 @dataclass
@@ -156,7 +167,9 @@ class BedState:
             "news2": [list(p) for p in self.news2],
             "hr_history": [list(p) for p in self.hr_history],
             "sbp_history": [list(p) for p in self.sbp_history],
-            "video": [[v.t, v.grimace, v.twitch, v.apnea, v.resp_rate, v.quality, v.degraded] for v in self.video],
+            "video": [
+                [v.t, v.grimace, v.twitch, v.apnea, v.resp_rate, v.quality, v.degraded, v.findings] for v in self.video
+            ],
             "apnea_since": self.apnea_since,
             "camera_state": self.camera_state,
             "camera_t": self.camera_t,
@@ -236,9 +249,11 @@ def add_detection(state: BedState, detection: Detection, thresholds: RuleThresho
     if state.video and t <= state.video[-1].t:
         return  # a redelivered or late detection: the rules read a time-ordered series
     quality = detection.baseline.resp_quality if detection.baseline else None
+    decided = None if detection.findings is None else [finding.value for finding in detection.findings]
     sample = VideoSample(
-        t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded
-    )
+        t, detection.grimace, detection.twitch, detection.apnea, detection.resp_rate, quality, detection.degraded,
+        decided,
+    )  # fmt: skip
     state.video.append(sample.counted_after(state.video[-1] if state.video else None))
     state.video_times.append(t)
     if state.video_times[0] < t - VIDEO_KEEP_S:
@@ -250,7 +265,7 @@ def add_detection(state: BedState, detection: Detection, thresholds: RuleThresho
     if state.trend_bucket != bucket:
         state.trend_bucket = bucket
         state.trend = _video_rr_trend(state, t, thresholds or RuleThresholds())
-    if detection.apnea >= FINDING_THRESHOLD:
+    if detection.has(Finding.APNEA):
         if state.apnea_since is None:
             state.apnea_since = t
     else:
@@ -287,7 +302,7 @@ def video_rate(state: BedState, now: float, thresholds: RuleThresholds) -> float
     for sample in reversed(state.video):
         if now - sample.t > thresholds.video_rr_max_age_s:
             return None
-        usable = sample.resp_rate is not None and not sample.degraded and sample.apnea < FINDING_THRESHOLD
+        usable = sample.resp_rate is not None and not sample.degraded and not sample.present("apnea")
         if usable and (sample.quality is None or sample.quality >= thresholds.video_rr_min_quality):
             return sample.resp_rate
     return None

@@ -205,6 +205,15 @@ class VideoFindings:
     resp_rate: float | None
     baseline_resp_rate: float | None
     degraded: bool = False
+    # The findings the model's decision rules held present; None from producers without them
+    # (then a probability of 0.5 or more counts as present).
+    findings: tuple[str, ...] | None = None
+
+    def present(self, finding: str) -> bool:
+        if self.findings is not None:
+            return finding in self.findings
+        probability: float = getattr(self, finding)
+        return probability >= FINDING_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -249,7 +258,7 @@ class Tile:
     camera: CameraHealth
     video_current: bool
     findings: tuple[str, ...]
-    """Video findings at or above threshold in the latest current detection, e.g. ('apnea',)."""
+    """Video findings present in the latest current detection, e.g. ('apnea',)."""
     top_alert: AlertRow | None
     open_alerts: int
     readings: Mapping[str, Reading] = field(default_factory=dict)
@@ -305,11 +314,7 @@ def build_tile(bed: BedSnapshot, now: datetime, thresholds: Thresholds) -> Tile:
     video_current = bed.video is not None and (now - bed.video.ts).total_seconds() <= thresholds.stale_video_s
     findings: tuple[str, ...] = ()
     if bed.video is not None and video_current:
-        findings = tuple(
-            name
-            for name, p in (("apnea", bed.video.apnea), ("twitch", bed.video.twitch), ("grimace", bed.video.grimace))
-            if p >= FINDING_THRESHOLD
-        )
+        findings = tuple(name for name in ("apnea", "twitch", "grimace") if bed.video.present(name))
     open_alerts = [a for a in bed.alerts if a.state != "resolved"]
     return Tile(
         bed_id=bed.bed_id,

@@ -161,7 +161,8 @@ def bed_snapshots(conn: psycopg.Connection, beds: Sequence[BedInfo], now: dateti
             {"beds": ids, "since": now - CONTINUOUS_WINDOW, "now": now},
         ).fetchall()
         video_rows = cur.execute(
-            "SELECT DISTINCT ON (bed_id) bed_id, ts, grimace, twitch, apnea, resp_rate, baseline_resp_rate, degraded "
+            "SELECT DISTINCT ON (bed_id) bed_id, ts, grimace, twitch, apnea, resp_rate, baseline_resp_rate, degraded, "
+            "findings "
             "FROM detections WHERE bed_id = ANY(%(beds)s) AND ts > %(since)s AND ts <= %(now)s "
             "ORDER BY bed_id, ts DESC",
             {"beds": ids, "since": now - VIDEO_WINDOW, "now": now},
@@ -199,6 +200,7 @@ def bed_snapshots(conn: psycopg.Connection, beds: Sequence[BedInfo], now: dateti
                     resp_rate=v["resp_rate"],
                     baseline_resp_rate=v["baseline_resp_rate"],
                     degraded=v["degraded"],
+                    findings=None if v["findings"] is None else tuple(v["findings"]),
                 )
                 if v
                 else None,

@@ -159,6 +159,7 @@ def _detection_rows(bed: str, profile: str, start: datetime, seconds: int, seed:
             False,
             False,
             ts + timedelta(seconds=2),
+            [name for name, p in (("grimace", grimace[i]), ("twitch", twitch[i]), ("apnea", apnea[i])) if p >= 0.5],
             ts + timedelta(seconds=2, milliseconds=80),
         )
 

@@ -510,6 +510,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_decisions(args: argparse.Namespace) -> int:
+    from inference.decisions import DecisionRuleError
+    from inference.evaluate import EvalError
+    from inference.train import TrainError, fit_decisions_on
+
+    configure_logging("INFO")
+    try:
+        rules, fits = fit_decisions_on(weights=args.weights, data=args.data, device=args.device, workers=args.workers)
+    except (TrainError, EvalError, DecisionRuleError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps({"weights": str(args.weights), "decision": rules.to_dict(),
+                      "fit": {name: {"score": round(fit.score, 4), "threshold_score": round(fit.threshold_score, 4)}
+                              for name, fit in fits.items()}}))  # fmt: skip
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError, evaluate
 
@@ -518,7 +534,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError("icu eval needs --data DIR (a clip directory), or the target 'alerts' with --recording")
     try:
-        result = evaluate(args.data, model=args.model, weights=args.weights)
+        result = evaluate(args.data, model=args.model, weights=args.weights, decisions=args.decisions)
     except EvalError as exc:
         raise ConfigError(str(exc)) from None
     text = json.dumps(result, indent=2)
@@ -1110,8 +1126,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains the temporal video model on DIR in the clip dataset format (the simulator's, or your "
         "own annotated video in the same format): DIR/train + DIR/val when both exist, else a stable split by clip "
         "id. Validates each epoch, stops early, and writes OUT/last.pt (resume with --resume), OUT/model.pt (best "
-        "weights) and OUT/model.json (config, validation metrics). Same data, config, seed and thread count give "
-        "the same weights. The model is trained on synthetic data and is not clinically validated.",
+        "weights, with per-finding decision rules fitted on the validation clips at the end, see icu fit-decisions) "
+        "and OUT/model.json (config, validation metrics, decision rules). Same data, config, seed and thread count "
+        "give the same weights. The model is trained on synthetic data and is not clinically validated.",
     )
     training.add_argument("--data", type=Path, required=True, help="clip directory")
     training.add_argument(
@@ -1159,8 +1176,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--weights", type=Path, help="model.pt from icu train (for --model temporal; default: the packaged weights)"
     )
+    evaluation.add_argument(
+        "--decisions",
+        choices=["fitted", "threshold"],
+        default="fitted",
+        help="for --model temporal: decide each finding with the rules stored with the weights, as icu infer does "
+        "(fitted, the default), or with the plain 0.5 threshold on the probability (threshold)",
+    )
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)
+
+    fitting = commands.add_parser(
+        "fit-decisions",
+        help="fit a model's per-finding decision rules on labelled clips and store them in its weights",
+        description="Runs the temporal model of --weights over the clips of --data (normally the validation split "
+        "the weights were trained with; never the split you will score on) and fits, per finding, the decision rule "
+        "that turns its per-frame probability into present/absent: the trailing mean of a few frames, on at one "
+        "level, off only after it has stayed below a lower one for some frames. The rule with the best mean of "
+        "frame F1, edit score/100 and segmental F1@50 is kept; the plain 0.5 threshold is among those tried, so it "
+        "is never worse on these clips. The rules are written into the weights file (and the .json beside it); "
+        "icu eval, icu infer, its evidence and the alert rules then act on them. icu train does this itself at the "
+        "end of training.",
+    )
+    fitting.add_argument("--weights", type=Path, required=True, help="model.pt to fit and update in place")
+    fitting.add_argument("--data", type=Path, required=True, help="labelled clip directory (clip dataset format)")
+    fitting.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    fitting.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+    fitting.set_defaults(handler=_cmd_fit_decisions)
     _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)
     _add_news2_parser(commands)

@@ -262,6 +262,14 @@ class BaselineFindings(BaseModel):
     twitch_burst: bool = Field(description="A short motion-energy burst was seen.")
 
 
+class Finding(StrEnum):
+    """The video findings the model reports per frame."""
+
+    GRIMACE = "grimace"
+    TWITCH = "twitch"
+    APNEA = "apnea"
+
+
 class Detection(BedMessage):
     """Frame-level model outputs for the frame captured at ``ts``."""
 
@@ -286,24 +294,40 @@ class Detection(BedMessage):
     degraded: bool = Field(
         default=False, description="Frames were missing in the window and filled in: treat with caution."
     )
+    findings: list[Finding] | None = Field(
+        default=None,
+        max_length=len(Finding),
+        description="The findings the model's decision rules hold present at ts (twitch: at any frame since the "
+        "previous detection), each rule fitted for the model's weights (hysteresis over a few frames' mean "
+        "probability). Null from a producer without decision rules: then a probability of 0.5 or more counts as "
+        "present.",
+    )
     inferred_at: UtcDatetime = Field(description="When the worker produced this (UTC).")
 
+    @field_validator("findings")
+    @classmethod
+    def _each_finding_once(cls, value: list[Finding] | None) -> list[Finding] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"a finding is listed twice: {[f.value for f in value]}")
+        return value
 
-class Finding(StrEnum):
-    """The video findings the model reports per frame."""
-
-    GRIMACE = "grimace"
-    TWITCH = "twitch"
-    APNEA = "apnea"
+    def has(self, finding: Finding) -> bool:
+        """Whether ``finding`` counts as present: the decision when there is one, else the
+        probability's 0.5 threshold."""
+        if self.findings is not None:
+            return finding in self.findings
+        probability: float = getattr(self, finding.value)
+        return probability >= 0.5
 
 
 MAX_EVIDENCE_JPEG = 512 * 1024
 
 
 class Evidence(BedMessage):
-    """Why the model reported a finding: published when a finding starts (its probability
-    crosses 0.5), for alerts and the dashboard to show. The keyframe is the frame the finding
-    was first reported for, with the model's spatial attention (saliency) laid over it."""
+    """Why the model reported a finding: published when a finding starts (decided present after
+    being absent, see ``Detection.findings``), for alerts and the dashboard to show. The keyframe
+    is the frame the finding was first decided for, with the model's spatial attention
+    (saliency) laid over it."""
 
     topic: ClassVar[Topic] = Topic.EVIDENCE
     # The keyframe travels as base64 in JSON, raw bytes in Python.

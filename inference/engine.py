@@ -10,9 +10,13 @@ twitch probability since the previous detection (a jerk lasts one to three frame
 one frame per hop would miss most), the learned and classical respiration rates, signal
 quality, and whether the window had filled-in frames (``degraded``).
 
-When a finding starts (its probability reaches 0.5 after being below), an :class:`Evidence`
-record is made as well: the keyframe the finding was first reported for, with the model's
-attention over it (:mod:`inference.evidence`).
+Each finding is decided per described frame by the weights' decision rules
+(:mod:`inference.decisions`; a bed keeps one :class:`Decider` per finding), and the detection
+lists the findings decided present (``Detection.findings``; twitch when decided at any frame of
+the hop). The learned respiration rate is withheld while apnea is decided. When a finding starts
+(decided present after being absent), an :class:`Evidence` record is made as well: the keyframe
+the finding was first decided for, with the model's attention over it
+(:mod:`inference.evidence`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ import torch
 from icu.contracts import BaselineFindings, Detection, Evidence, Finding, Frame
 from inference.classical import FeatureExtractor, FrameFeatures, estimate_resp_rate, twitch_bursts
 from inference.data import to_model_input
+from inference.decisions import Decider, DecisionRules
 from inference.evidence import evidence_jpeg
 from inference.metrics import FINDINGS
 from inference.model import TemporalNet
 from inference.windows import WardBuffers, Window
 
 MIN_WINDOW_S = 2.0  # no detection for a bed until this much video is buffered
-FINDING_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class BedState:
     camera_id: str
     # The newest frames (bounded by the engine: the lookahead plus a hop), for evidence keyframes.
     keyframes: deque[Keyframe]
+    deciders: dict[str, Decider]  # per finding, fed each described frame once, in order
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
@@ -92,9 +97,18 @@ class EngineStats:
 
 
 class InferenceEngine:
-    def __init__(self, model: TemporalNet, *, config: EngineConfig, device: torch.device, model_version: str) -> None:
+    def __init__(
+        self,
+        model: TemporalNet,
+        *,
+        config: EngineConfig,
+        device: torch.device,
+        model_version: str,
+        rules: DecisionRules | None = None,
+    ) -> None:
         self.model = model.eval().to(device)
         self.config = config
+        self.rules = rules or DecisionRules()
         self.device = device
         self.model_version = model_version
         capacity = max(config.window_frames, int(config.fps * 2))
@@ -181,6 +195,7 @@ class InferenceEngine:
                 state.last_detection_s = -1e18  # the old timeline's last detection means nothing now
                 state.keyframes.clear()
                 state.active.clear()
+                state.deciders = self._new_deciders()
                 state.last_evidence_s.clear()
                 self.buffers.beds.pop(bed, None)
             state.keyframes.append(
@@ -225,7 +240,12 @@ class InferenceEngine:
         return [r for r in results if r is not None]
 
     def _new_bed(self, camera_id: str) -> BedState:
-        return BedState(camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept))
+        return BedState(
+            camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept), deciders=self._new_deciders()
+        )
+
+    def _new_deciders(self) -> dict[str, Decider]:
+        return {name: Decider(self.rules.for_finding(name)) for name in FINDINGS}
 
     @torch.no_grad()
     def _encode(self, inputs: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,8 +289,11 @@ class InferenceEngine:
             hop = described[-self._hop_frames :]
             first = len(described) - len(hop)  # window index of the hop's first described frame
             state = self.beds[window.bed_id]
-            self._note_findings(window, state, pending[i][1], hop, first, inferred_at)
-            detections.append(self._detection(window, state, hop, first, float(described_rates[-1]), inferred_at))
+            decided = np.stack([state.deciders[name].push_many(hop[:, k]) for k, name in enumerate(FINDINGS)], axis=1)
+            self._note_findings(window, state, pending[i][1], hop, decided, first, inferred_at)
+            detections.append(
+                self._detection(window, state, hop, decided, first, float(described_rates[-1]), inferred_at)
+            )
         self.stats.detections += len(detections)
         return detections
 
@@ -280,10 +303,18 @@ class InferenceEngine:
         return evidence
 
     def _detection(
-        self, window: Window, state: BedState, hop: np.ndarray, first: int, rate: float, inferred_at: datetime
+        self,
+        window: Window,
+        state: BedState,
+        hop: np.ndarray,
+        decided: np.ndarray,
+        first: int,
+        rate: float,
+        inferred_at: datetime,
     ) -> Detection:
         """``hop``: probabilities (frames, 3) of the frames described since the last detection,
-        window indexes ``first`` onwards; the detection is for the last of them."""
+        window indexes ``first`` onwards, and ``decided`` their decisions; the detection is for the
+        last of them."""
         flow = window.data[:, self._vector_size : -1]
         energy = window.data[:, -1].astype(np.float64)
         classical = estimate_resp_rate(flow, self.config.fps) if len(flow) >= self.config.fps * 8 else None
@@ -292,7 +323,12 @@ class InferenceEngine:
         twitch_k = FINDINGS.index("twitch")
         values = {name: float(hop[-1, k]) for k, name in enumerate(FINDINGS)}
         values["twitch"] = float(hop[:, twitch_k].max())
-        apnea = values["apnea"]
+        present = [
+            Finding(name)
+            for k, name in enumerate(FINDINGS)
+            if (decided[:, k].any() if k == twitch_k else decided[-1, k])
+        ]
+        apnea = Finding.APNEA in present
         return Detection(
             bed_id=window.bed_id,
             camera_id=state.camera_id,
@@ -303,8 +339,8 @@ class InferenceEngine:
             model_version=self.model_version,
             grimace=values["grimace"],
             twitch=values["twitch"],
-            apnea=apnea,
-            resp_rate=None if apnea >= FINDING_THRESHOLD else round(min(max(rate, 0.0), 120.0), 2),
+            apnea=values["apnea"],
+            resp_rate=None if apnea else round(min(max(rate, 0.0), 120.0), 2),
             baseline=BaselineFindings(
                 resp_rate=(
                     None
@@ -316,6 +352,7 @@ class InferenceEngine:
                 twitch_burst=burst,
             ),
             degraded=window.degraded,
+            findings=present,
             inferred_at=inferred_at,
         )
 
@@ -325,16 +362,17 @@ class InferenceEngine:
         state: BedState,
         keyframes: tuple[Keyframe, ...],
         hop: np.ndarray,
+        decided: np.ndarray,
         first: int,
         inferred_at: datetime,
     ) -> None:
-        """Evidence for each finding that starts in this hop (off at the last detection, at or
-        above the threshold on some frame now; that frame is the keyframe). At most one record
-        per bed and finding per ``evidence_cooldown_s``: a run of isolated jerks is one story."""
+        """Evidence for each finding that starts in this hop (absent at the last detection,
+        decided present on some frame now; that frame is the keyframe). At most one record per
+        bed and finding per ``evidence_cooldown_s``: a run of isolated jerks is one story."""
         for k, name in enumerate(FINDINGS):
-            above = np.flatnonzero(hop[:, k] >= FINDING_THRESHOLD)
+            above = np.flatnonzero(decided[:, k])
             starts = name not in state.active and len(above) > 0
-            if hop[-1, k] >= FINDING_THRESHOLD:
+            if decided[-1, k]:
                 state.active.add(name)
             else:
                 state.active.discard(name)

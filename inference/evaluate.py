@@ -18,6 +18,7 @@ import av.error
 import numpy as np
 
 from inference.classical import FeatureExtractor, analyse
+from inference.decisions import DecisionRules
 from inference.metrics import SplitScores
 from simulator.clips import ClipError, read_clip_labels
 
@@ -81,7 +82,9 @@ def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
     return predictions, len(features)
 
 
-def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str, Any], int]:
+def temporal_predictions(
+    clip: Clip, model: Any, device: Any, rules: DecisionRules | None = None
+) -> tuple[dict[str, Any], int]:
     from inference.data import to_model_input
     from inference.train import frame_predictions, predict_clip
 
@@ -89,20 +92,27 @@ def temporal_predictions(clip: Clip, model: Any, device: Any) -> tuple[dict[str,
     if not images:
         raise EvalError(f"{clip.video}: no decodable frame")
     frames = np.stack(images)
-    return frame_predictions(predict_clip(model, frames, device)), frames.shape[0]
+    return frame_predictions(predict_clip(model, frames, device), rules), frames.shape[0]
 
 
-def evaluate(directory: Path, *, model: str = "classical", weights: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    directory: Path, *, model: str = "classical", weights: Path | None = None, decisions: str = "fitted"
+) -> dict[str, Any]:
     """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints. The
-    temporal model uses ``weights``, by default the packaged ones `icu infer` loads."""
+    temporal model uses ``weights``, by default the packaged ones `icu infer` loads, and decides
+    each finding with the rules stored with them (``decisions="fitted"``, what `icu infer` does)
+    or with the plain 0.5 threshold (``"threshold"``)."""
     if model not in ("classical", "temporal"):
         raise EvalError(f"unknown model {model!r}")
+    if decisions not in ("fitted", "threshold"):
+        raise EvalError(f"unknown decisions {decisions!r} (fitted or threshold)")
     network = None
     device = None
+    rules: DecisionRules | None = None
     if model == "temporal":
         import torch
 
-        from inference.train import load_weights
+        from inference.train import load_decision_rules, load_weights
         from inference.worker import packaged_weights
 
         weights = packaged_weights() if weights is None else weights
@@ -110,13 +120,14 @@ def evaluate(directory: Path, *, model: str = "classical", weights: Path | None 
             raise EvalError(f"--weights: no model file {weights} (train one with `icu train`)")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         network = load_weights(weights, device)
+        rules = load_decision_rules(weights) if decisions == "fitted" else DecisionRules()
     clips = find_clips(directory)
     scores = SplitScores()
     frames = 0
     began = time.perf_counter()
     for clip in clips:
         if network is not None:
-            predictions, decoded = temporal_predictions(clip, network, device)
+            predictions, decoded = temporal_predictions(clip, network, device, rules)
         else:
             predictions, decoded = classical_predictions(clip)
         label_lengths = {len(v) for v in clip.labels.values()}
@@ -125,4 +136,7 @@ def evaluate(directory: Path, *, model: str = "classical", weights: Path | None 
         frames += decoded
         scores.add_clip(fps=clip.fps, labels=clip.labels, predictions=predictions)
     elapsed = time.perf_counter() - began
-    return {"model": model, **scores.summary(), "fps": round(frames / elapsed, 1) if elapsed > 0 else None}
+    result = {"model": model, **scores.summary(), "fps": round(frames / elapsed, 1) if elapsed > 0 else None}
+    if rules is not None:
+        result["decision"] = rules.to_dict()
+    return result

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the committed weights (inference/weights/temporal-small.pt): generates the training
-# and validation clips with the simulator, trains temporal-small on them, and scores the result
-# on freshly generated test and unseen splits. See MODEL_CARD.md for the figures this gave.
+# and validation clips with the simulator and trains temporal-small on them; at its end, icu train
+# fits the weights' decision rules on the validation clips (icu fit-decisions). Score the result
+# with icu eval on freshly generated test and unseen splits; MODEL_CARD.md has the figures this gave.
 #
 #   inference/reproduce-weights.sh WORKDIR
 #

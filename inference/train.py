@@ -2,9 +2,11 @@
 early stopping and checkpoint/resume.
 
 Outputs in ``--out``: ``last.pt`` (everything needed to resume: model, optimiser, schedule,
-epoch, random states), ``model.pt`` (the best weights by validation score) and ``model.json``
-(its config, validation metrics and how it was trained). Training is reproducible for the same
-data, config, seed and thread count (float sums depend on how work is split across threads).
+epoch, random states), ``model.pt`` (the best weights by validation score, with the decision
+rules fitted for them on the validation clips, see :mod:`inference.decisions`) and
+``model.json`` (its config, validation metrics, decision rules and how it was trained).
+Training is reproducible for the same data, config, seed and thread count (float sums depend
+on how work is split across threads).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tqdm import tqdm
 
 from icu import __version__
 from inference.data import ClipBank, LoadedClip, augment, load_clips, split_clips
+from inference.decisions import DecisionRules, FitResult, decide, fit_rule
 from inference.metrics import FINDINGS, SplitScores
 from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
 
@@ -127,12 +130,16 @@ def predict_clip(model: TemporalNet, frames: np.ndarray, device: torch.device) -
     }
 
 
-def frame_predictions(predicted: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per-frame 0/1 findings (threshold 0.5) and the rate, withheld where apnea is predicted:
-    what `icu eval` scores and validation early-stops on."""
-    binary = predicted["probabilities"] >= 0.5
-    apnea = binary[:, FINDINGS.index("apnea")]
-    predictions: dict[str, Any] = {name: binary[:, k].astype(int) for k, name in enumerate(FINDINGS)}
+def frame_predictions(predicted: dict[str, np.ndarray], rules: DecisionRules | None = None) -> dict[str, Any]:
+    """Per-frame 0/1 findings and the rate, withheld where apnea is decided: what `icu eval`
+    scores. ``rules`` decide each finding (default: the plain 0.5 threshold, which validation
+    early-stops on)."""
+    rules = rules or DecisionRules()
+    probabilities = predicted["probabilities"]
+    predictions: dict[str, Any] = {
+        name: decide(probabilities[:, k], rules.for_finding(name)).astype(int) for k, name in enumerate(FINDINGS)
+    }
+    apnea = predictions["apnea"].astype(bool)
     predictions["resp_rate_bpm"] = [
         None if stop else float(r) for r, stop in zip(predicted["resp_rate"], apnea, strict=True)
     ]
@@ -275,7 +282,68 @@ def train(
         if stop_after is not None and epoch >= stop_after:
             log.info("stopping after epoch %d as asked (--stop-after)", epoch)
             break
+    if (out / "model.pt").exists() and loaded_val:
+        best = load_weights(out / "model.pt", target)
+        rules, fits = fit_decision_rules(best, loaded_val, target)
+        write_decision_rules(out / "model.pt", rules, fits)
     return state
+
+
+def fit_decision_rules(
+    model: TemporalNet, clips: list[LoadedClip], device: torch.device
+) -> tuple[DecisionRules, dict[str, FitResult]]:
+    """One decision rule per finding, fitted on ``clips`` (normally the validation split) for
+    ``model``'s probabilities; a finding no clip labels keeps the plain 0.5 threshold."""
+    outputs = [predict_clip(model, clip.frames, device)["probabilities"] for clip in clips]
+    fits: dict[str, FitResult] = {}
+    for k, name in enumerate(FINDINGS):
+        labelled = [
+            (probabilities[:, k], clip.findings[:, k])
+            for probabilities, clip in zip(outputs, clips, strict=True)
+            if clip.findings_mask[:, k].all()
+        ]
+        if labelled:
+            fits[name] = fit_rule(labelled)
+            log.info("decision rule for %s: %s (fitting score %.4f; plain 0.5 threshold %.4f)", name,
+                     fits[name].rule.describe(), fits[name].score, fits[name].threshold_score)  # fmt: skip
+    return DecisionRules(**{name: fit.rule for name, fit in fits.items()}), fits
+
+
+def fit_decisions_on(
+    *, weights: Path, data: Path, device: str | None = None, workers: int | None = None
+) -> tuple[DecisionRules, dict[str, FitResult]]:
+    """`icu fit-decisions`: fit the decision rules of ``weights`` on the clips of ``data`` (the
+    validation split they were trained with, never the split they will be scored on) and store
+    them in the weights file and its ``.json``."""
+    from inference.evaluate import find_clips
+
+    if not weights.is_file():
+        raise TrainError(f"--weights: no model file {weights}")
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_weights(weights, target)
+    clips = list(tqdm(load_clips(find_clips(data), model.config, workers=workers), desc="loading", unit="clip"))
+    rules, fits = fit_decision_rules(model, clips, target)
+    if not fits:
+        raise TrainError(f"--data: no clip of {data} labels grimace, twitch or apnea on every frame")
+    write_decision_rules(weights, rules, fits)
+    return rules, fits
+
+
+def write_decision_rules(weights: Path, rules: DecisionRules, fits: dict[str, FitResult] | None = None) -> None:
+    """Store ``rules`` in a ``model.pt`` and in the ``.json`` beside it (when there is one)."""
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    saved["decision"] = rules.to_dict()
+    torch.save(saved, weights)
+    card = weights.with_suffix(".json")
+    if card.exists():
+        document = json.loads(card.read_text())
+        document["decision"] = rules.to_dict()
+        if fits:
+            document["decision_fit"] = {
+                name: {"score": round(fit.score, 4), "threshold_score": round(fit.threshold_score, 4)}
+                for name, fit in fits.items()
+            }
+        card.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
@@ -306,6 +374,12 @@ def save_weights(
             indent=2, sort_keys=True,
         ) + "\n"
     )  # fmt: skip
+
+
+def load_decision_rules(path: Path) -> DecisionRules:
+    """The decision rules stored in a ``model.pt``; the plain 0.5 threshold for weights saved
+    without them."""
+    return DecisionRules.from_dict(torch.load(path, map_location="cpu", weights_only=True).get("decision"))
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> TemporalNet:

@@ -24,7 +24,7 @@ from icu.contracts import Detection, Evidence, Frame, Topic, encode
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Producer, Received, Rejected, create_consumer
 from icu.settings import ConfigError, ObservabilitySettings, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
-from inference.train import load_weights
+from inference.train import load_decision_rules, load_weights
 from infra.settings import TopicsAdminSettings
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
         torch.set_num_threads(settings.infer_threads)
     weights = settings.weights()
     model = load_weights(weights, device)
+    rules = load_decision_rules(weights)
     version = f"{model.config.name}@{weights.stem}-{int(weights.stat().st_mtime)}"
     config = EngineConfig(
         fps=settings.infer_fps,
@@ -172,7 +173,8 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
                     model.config.receptive_field)  # fmt: skip
     log.info("model %s on %s (window %d frames, a detection per bed every %g s)", version, device,
              config.window_frames, config.hop_s)  # fmt: skip
-    return InferenceEngine(model, config=config, device=device, model_version=version)
+    log.info("decision rules: %s", rules.describe())
+    return InferenceEngine(model, config=config, device=device, model_version=version, rules=rules)
 
 
 def consume_loop(

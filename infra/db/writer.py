@@ -95,6 +95,7 @@ DETECTIONS = CopyTarget[Detection](
         "twitch_burst",
         "degraded",
         "window_end",
+        "findings",
         "inferred_at",
     ),
     lambda d: (
@@ -115,6 +116,7 @@ DETECTIONS = CopyTarget[Detection](
         d.baseline.twitch_burst if d.baseline else None,
         d.degraded,
         d.window_end,
+        None if d.findings is None else [f.value for f in d.findings],
         d.inferred_at,
     ),
 )

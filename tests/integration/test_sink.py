@@ -22,7 +22,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from icu.cli import main
-from icu.contracts import AckAction, AlertState, Contract, DeadLetter, Topic, decode, encode, kafka_key
+from icu.contracts import AckAction, AlertState, Contract, DeadLetter, Finding, Topic, decode, encode, kafka_key
 from icu.kafka import ConsumeLoop, GracefulStop, create_producer
 from infra.db.migrate import connect, migrate
 from infra.db.sink import DatabaseSink, SinkSettings, consume_loop
@@ -112,6 +112,10 @@ class SinkRun:
 # --- the sink ----------------------------------------------------------------------------
 
 
+# Decided findings per detection: none from a producer without decision rules, then none, one, two.
+FINDINGS = (None, [], [Finding.APNEA], [Finding.TWITCH, Finding.GRIMACE])
+
+
 def _mixed_messages() -> list[Contract]:
     vitals = [
         samples.vitals(bed_id=bed, ts=T0 + timedelta(seconds=i), hr=70.0 + i)
@@ -120,7 +124,7 @@ def _mixed_messages() -> list[Contract]:
     ]
     detections = [
         samples.detection(ts=T0 + timedelta(seconds=i), seq=i).model_copy(
-            update={"window_end": T0 + timedelta(seconds=i + 2), "degraded": i % 2 == 1}
+            update={"window_end": T0 + timedelta(seconds=i + 2), "degraded": i % 2 == 1, "findings": FINDINGS[i]}
         )
         for i in range(4)
     ]
@@ -170,6 +174,12 @@ def test_every_topic_is_stored_once_and_malformed_records_are_dead_lettered(kafk
                             (T0 + timedelta(seconds=9),)).fetchone() == (79.0, 96.0, "A")  # fmt: skip
         assert conn.execute("SELECT seq, degraded, window_end - ts FROM detections ORDER BY seq").fetchall() == [
             (i, i % 2 == 1, timedelta(seconds=2)) for i in range(4)
+        ]
+        assert [r[0] for r in conn.execute("SELECT findings FROM detections ORDER BY seq")] == [
+            None,
+            [],
+            ["apnea"],
+            ["twitch", "grimace"],
         ]
         evidence = conn.execute(
             "SELECT finding, seq, window_start, window_end, saliency_rows, saliency_cols, saliency, keyframe_jpeg, "
@@ -247,7 +257,7 @@ def test_the_new_columns_and_the_evidence_table_on_timescaledb(timescale_url):
     migrate(timescale_url)
     evidence = samples.evidence(ts=T0 + timedelta(days=1)).model_copy(update={"keyframe_jpeg": JPEG})
     detection = samples.detection(ts=T0 + timedelta(days=1)).model_copy(
-        update={"window_end": T0 + timedelta(days=1, seconds=2), "degraded": True}
+        update={"window_end": T0 + timedelta(days=1, seconds=2), "degraded": True, "findings": [Finding.APNEA]}
     )
     with connect(timescale_url) as conn:
         # The engine cannot take COPY: plain inserts of the writer's rows check the schema.
@@ -260,11 +270,8 @@ def test_the_new_columns_and_the_evidence_table_on_timescaledb(timescale_url):
         ).fetchone()
         assert (bytes(keyframe), saliency) == (JPEG, pytest.approx([0.1, 0.2, 0.3, 0.4]))
         assert conn.execute(
-            "SELECT degraded, window_end FROM detections WHERE ts = %s", (detection.ts,)
-        ).fetchone() == (
-            True,
-            detection.window_end,
-        )
+            "SELECT degraded, window_end, findings FROM detections WHERE ts = %s", (detection.ts,)
+        ).fetchone() == (True, detection.window_end, ["apnea"])
         hypertables = {r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
         assert "evidence" not in hypertables  # low volume: a plain table on both backends
 

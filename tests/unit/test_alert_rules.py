@@ -22,6 +22,7 @@ from icu.contracts import (
     CameraState,
     CameraStatus,
     Detection,
+    Finding,
     Vitals,
 )
 from simulator.scenario import load_scenario
@@ -356,3 +357,35 @@ def test_sorted_medians_and_remembered_scores_match_a_fresh_computation() -> Non
                                             sbp=values["sbp"], hr=values["hr"], consciousness=values["consciousness"],
                                             temp_c=values["temp_c"])  # fmt: skip
     assert checked > 3000
+
+
+def test_decided_findings_overrule_the_probability_threshold_and_survive_the_table() -> None:
+    # A detection that lists its decided findings is read by them; one without (an older
+    # producer, a recording) by the 0.5 threshold. A stored state of either kind reads back.
+    thresholds = RuleThresholds()
+    decided, plain = BedState("decided"), BedState("plain")
+    for second in range(30):
+        ts = START + timedelta(seconds=second)
+        # The model's apnea probability dips under 0.5 now and then; its decision rule held it.
+        probability = 0.45 if second % 4 == 0 else 0.8
+        detection = samples.detection(ts=ts, seq=second).model_copy(update={"apnea": probability, "resp_rate": None})
+        add_detection(decided, detection.model_copy(update={"findings": [Finding.APNEA]}), thresholds)
+        add_detection(plain, detection, thresholds)
+    now = (START + timedelta(seconds=29)).timestamp()
+    assert "APNEA_VIDEO" in {c.code for c in evaluate(decided, now, thresholds)}
+    assert "APNEA_VIDEO" not in {c.code for c in evaluate(plain, now, thresholds)}  # never 20 s running
+
+    # Decided absent overrules a high twitch probability: no seizure pattern from it.
+    calm = BedState("calm")
+    for second in range(12):
+        detection = samples.detection(ts=START + timedelta(seconds=second), seq=second)
+        add_detection(calm, detection.model_copy(update={"twitch": 0.9, "findings": []}), thresholds)
+    assert "SEIZURE_VIDEO" not in {c.code for c in evaluate(calm, START.timestamp() + 11, thresholds)}
+
+    restored = BedState.from_dict(json.loads(json.dumps(decided.to_dict())))
+    assert [v.findings for v in restored.video] == [["apnea"]] * 30
+    assert restored.apnea_since == decided.apnea_since
+    # A state stored before detections carried decisions: seven values per sample.
+    old = decided.to_dict()
+    old["video"] = [row[:7] for row in old["video"]]
+    assert [v.present("apnea") for v in BedState.from_dict(old).video] == [second % 4 != 0 for second in range(30)]

@@ -3,6 +3,7 @@ acknowledgement rules, evidence for an alert, password hashes."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -262,3 +263,13 @@ def test_password_hash_round_trip_and_user_list():
 def test_malformed_user_lists_are_refused(text, message):
     with pytest.raises(AuthError, match=message):
         parse_users(text)
+
+
+def test_the_tile_shows_the_decided_findings_where_the_detection_has_them():
+    # The model's decision rule held apnea through a dip of the probability, and decided a
+    # high twitch probability absent: the tile follows the decision, not the 0.5 threshold.
+    base = snapshot(apnea=0.3)
+    assert build_tile(base, NOW, T).findings == ()
+    assert base.video is not None
+    decided = dataclasses.replace(base, video=dataclasses.replace(base.video, twitch=0.9, findings=("apnea",)))
+    assert build_tile(decided, NOW, T).findings == ("apnea",)

@@ -11,6 +11,7 @@ import torch
 
 from icu.contracts import Evidence, Finding, Frame, FrameHeader, make_frame
 from inference.data import to_model_input
+from inference.decisions import DecisionRule, DecisionRules
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
 from inference.model import TemporalNet, build_model
 from inference.train import predict_clip
@@ -211,3 +212,31 @@ def test_evidence_is_rate_limited_per_bed_and_finding() -> None:
     grimace = [e for e in engine.take_evidence() if e.finding is Finding.GRIMACE]
     assert len(grimace) == 1
     assert engine.stats.evidence_suppressed >= 1
+
+
+def test_detections_carry_the_decided_findings_and_hold_them_across_hops() -> None:
+    # Apnea decided with a hold of 15 frames: one hop of low probability keeps it present (the
+    # rate still withheld, no second evidence), the next turns it off and the rate returns.
+    model = small_model().eval()
+    apnea = 2
+    rules = DecisionRules(apnea=DecisionRule(on=0.6, off=0.4, hold=15))
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
+                             device=torch.device("cpu"), model_version="test-0", rules=rules)  # fmt: skip
+    plain = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
+                            device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    frames = frames_of("icu1-10", 5, seed=11)
+    decided, thresholded = [], []
+    for poll, bias in zip(range(0, 50, 10), (50.0, 50.0, -50.0, -50.0, -50.0), strict=True):
+        with torch.no_grad():
+            model.findings.bias[apnea] = bias
+        for each, out in ((engine, decided), (plain, thresholded)):
+            each.add(frames[poll : poll + 10], arrival=float(poll))
+            out += each.due()
+    assert [d.seq for d in decided] == [14, 24, 34, 44]
+    present = [Finding.APNEA in (d.findings or []) for d in decided]
+    assert present == [True, True, False, False]  # the hop of seq 15-24 is held, 25-34 ends it
+    assert [d.has(Finding.APNEA) for d in thresholded] == [True, False, False, False]
+    assert decided[1].apnea < 0.01  # held present although the probability fell
+    assert decided[1].resp_rate is None  # and the rate stays withheld
+    assert decided[2].resp_rate is not None
+    assert [e.seq for e in engine.take_evidence() if e.finding is Finding.APNEA] == [5]

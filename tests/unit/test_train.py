@@ -13,13 +13,16 @@ import torch
 
 from icu.cli import main
 from inference.data import ClipBank, LoadedClip, augment
+from inference.decisions import DecisionRule, DecisionRules
 from inference.metrics import FINDINGS
 from inference.model import align_outputs, build_model
 from inference.train import (
     TrainConfig,
     TrainError,
     compute_loss,
+    frame_predictions,
     learning_rate,
+    load_decision_rules,
     load_variant,
     load_weights,
     save_weights,
@@ -227,3 +230,44 @@ def test_stop_after_ends_early_but_keeps_the_full_schedule(clips: Path, tmp_path
     full = train(data=clips, config="temporal-tiny", out=tmp_path / "f", epochs=3, progress=False)
     assert short["epoch"] == 1
     assert short["history"][0]["loss"] == full["history"][0]["loss"]  # the same first epoch as the full run
+
+
+def test_training_ends_by_fitting_decision_rules_and_fit_decisions_refits_them(
+    clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(data=clips, config="temporal-tiny", out=tmp_path / "m", epochs=1, progress=False)
+    weights = tmp_path / "m" / "model.pt"
+    saved = torch.load(weights, weights_only=True)
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert set(saved["decision"]) == set(FINDINGS)
+    assert card["decision"] == saved["decision"] == load_decision_rules(weights).to_dict()
+    assert all(fit["score"] >= fit["threshold_score"] for fit in card["decision_fit"].values())
+
+    # Refitting on other clips rewrites both files; eval reports the rules it decided with.
+    saved["decision"] = DecisionRules().to_dict()
+    torch.save(saved, weights)
+    assert main(["fit-decisions", "--weights", str(weights), "--data", str(clips), "--workers", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["decision"] == load_decision_rules(weights).to_dict()
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["decision"] == printed["decision"]
+    assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(weights)]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == printed["decision"]
+    assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(weights), "--decisions",
+                 "threshold"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["decision"] == DecisionRules().to_dict()
+
+    assert main(["fit-decisions", "--weights", str(tmp_path / "none.pt"), "--data", str(clips)]) == 2
+    assert "no model file" in capsys.readouterr().err
+    assert main(["fit-decisions", "--weights", str(weights), "--data", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_frame_predictions_withhold_the_rate_where_apnea_is_decided() -> None:
+    probabilities = np.zeros((6, 3), np.float32)
+    probabilities[:, FINDINGS.index("apnea")] = [0.9, 0.3, 0.9, 0.3, 0.3, 0.3]
+    predicted = {"probabilities": probabilities, "resp_rate": np.full(6, 14.0, np.float32)}
+    plain = frame_predictions(predicted)
+    assert plain["resp_rate_bpm"] == [None, 14.0, None, 14.0, 14.0, 14.0]
+    held = frame_predictions(predicted, DecisionRules(apnea=DecisionRule(on=0.6, off=0.4, hold=2)))
+    assert held["apnea"].tolist() == [1, 1, 1, 1, 1, 0]
+    assert held["resp_rate_bpm"] == [None] * 5 + [14.0]
