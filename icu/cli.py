@@ -979,7 +979,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_all.add_argument("--markdown", type=Path, metavar="FILE.md", help="also write the table here")
     bench_all.add_argument("--database-url", dest="database_url", help=_env("PostgreSQL URL", "ICU_DATABASE_URL"))
     bench_all.add_argument(
-        "--weights", type=Path, help="inference: model.pt (default: the temporal-small architecture)"
+        "--weights",
+        type=Path,
+        help="inference: model.pt (default: an untrained temporal-small-attnpool, the packaged architecture)",
     )
     bench_all.add_argument("--device", default="auto", help="inference: auto, cpu, cuda (default auto)")
     bench_all.set_defaults(handler=_cmd_bench_all)
@@ -1032,7 +1034,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_inference.add_argument("--beds", type=int, default=8, help="simulated beds (default 8)")
     bench_inference.add_argument("--seconds", type=float, default=20.0, help="seconds of video per run (default 20)")
-    bench_inference.add_argument("--weights", type=Path, help="model.pt (default: the temporal-small architecture)")
+    bench_inference.add_argument(
+        "--weights",
+        type=Path,
+        help="model.pt (default: an untrained temporal-small-attnpool, the packaged architecture)",
+    )
     bench_inference.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     bench_inference.set_defaults(handler=_cmd_bench_inference)
 
@@ -1083,14 +1089,17 @@ def build_parser() -> argparse.ArgumentParser:
         "beds), keeps each bed's last seconds, runs the temporal model over sliding windows batched across beds "
         "(CUDA with autocast when present, else CPU threads) and publishes a detection per bed every "
         "ICU_INFER_HOP_S seconds to <prefix>.detections: grimace/twitch/apnea probabilities, learned and classical "
-        "respiration rate, signal quality, degraded windows flagged. Each detection describes the frame 2 s before "
-        "the newest (the model's lookahead). When a finding starts, an evidence record (keyframe JPEG with the "
-        "model's attention overlaid) goes to <prefix>.evidence. Undecodable or mis-sized frames go to "
-        "<prefix>.dead-letter. Without --weights the packaged temporal-small weights are used. The model is trained "
-        "on synthetic data and is not clinically validated.",
+        "respiration rate, signal quality, degraded windows flagged, and the findings the weights' decision rules "
+        "hold present. Each detection describes the frame 2 s before the newest (the model's lookahead). When a "
+        "finding starts, an evidence record (keyframe JPEG with the model's attention overlaid) goes to "
+        "<prefix>.evidence. Undecodable or mis-sized frames go to <prefix>.dead-letter. Without --weights the "
+        "packaged temporal-small-attnpool weights (and their decision rules) are used. The model is trained on "
+        "synthetic data and is not clinically validated.",
     )
     infer.add_argument(
-        "--weights", type=Path, help=_env("model.pt from icu train", "ICU_INFER_WEIGHTS", "packaged temporal-small")
+        "--weights",
+        type=Path,
+        help=_env("model.pt from icu train", "ICU_INFER_WEIGHTS", "packaged temporal-small-attnpool"),
     )
     infer.add_argument("--device", help=_env("auto, cpu, cuda, cuda:N", "ICU_INFER_DEVICE", "auto"))
     _add_kafka_flags(infer)

@@ -31,7 +31,7 @@ from icu.contracts import Detection, FrameHeader, Topic, decode, make_frame
 from icu.kafka import GracefulStop, close_producer, create_producer
 from inference.model import TemporalNet, build_model
 from inference.train import load_variant, load_weights
-from inference.worker import InferenceWorker, InferSettings, build_engine, consume_loop
+from inference.worker import PACKAGED_VARIANT, InferenceWorker, InferSettings, build_engine, consume_loop
 from infra.broker import EmbeddedBroker
 from infra.topics import create_topics
 from simulator.bed import BedSimulation
@@ -43,7 +43,7 @@ WARMUP_S = 5.0
 def _model(weights: Path | None, device: torch.device) -> TemporalNet:
     if weights is not None:
         return load_weights(weights, device)
-    config, _ = load_variant("temporal-small")
+    config, _ = load_variant(PACKAGED_VARIANT)
     return build_model(config=config).to(device).eval()
 
 

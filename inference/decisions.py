@@ -54,11 +54,12 @@ class DecisionRule:
         return cls()
 
     def describe(self) -> str:
+        """The rule in words, e.g. "mean of 3 frames: on at 0.6, off below 0.5"."""
         if self == DecisionRule.threshold():
             return "threshold 0.5"
-        return (
-            f"mean of {self.window} frames, on at {self.on:g}, off below {self.off:g} for more than {self.hold} frames"
-        )
+        signal = "probability" if self.window == 1 else f"mean of {self.window} frames"
+        off = f"off below {self.off:g}" + (f" for more than {self.hold} frames" if self.hold else "")
+        return f"{signal}: on at {self.on:g}, {off}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Reproduces the committed weights (inference/weights/temporal-small.pt): generates the training
-# and validation clips with the simulator and trains temporal-small on them; at its end, icu train
-# fits the weights' decision rules on the validation clips (icu fit-decisions). Score the result
-# with icu eval on freshly generated test and unseen splits; MODEL_CARD.md has the figures this gave.
+# Reproduces the committed weights (inference/weights/temporal-small-attnpool.pt): generates the
+# training and validation clips with the simulator and trains temporal-small-attnpool on them; at
+# its end, icu train fits the weights' decision rules on the validation clips (icu fit-decisions).
+# Score the result with icu eval on freshly generated test and unseen splits; MODEL_CARD.md has
+# the figures this gave.
 #
 #   inference/reproduce-weights.sh WORKDIR
 #
 # ICU (default: icu) is the command that runs the CLI, e.g. ICU="python3 -m icu.cli".
-# The committed run is the plain command (the config's 22 epochs, best epoch 19, see MODEL_CARD.md).
-# CONFIG trains another variant (default temporal-small, the committed one).
+# The committed run is the plain command (the config's 22 epochs, best epoch 21, see MODEL_CARD.md).
+# CONFIG trains another variant (default temporal-small-attnpool, the committed one).
 # STOP_AFTER ends training after that epoch; MAX_MINUTES ends it on time instead.
 # Needs a GPU to finish in minutes; on a laptop CPU it takes days.
 set -euo pipefail
@@ -18,5 +19,5 @@ workers=${WORKERS:-$(nproc)}
 mkdir -p "$work"
 $icu sim clips --out "$work/clips/train" --n "${TRAIN_CLIPS:-800}" --seed 21 --split train --workers "$workers"
 $icu sim clips --out "$work/clips/val" --n "${VAL_CLIPS:-64}" --seed 22 --split val --workers "$workers"
-$icu train --data "$work/clips" --config "${CONFIG:-temporal-small}" --out "$work/model" --workers "$workers" \
+$icu train --data "$work/clips" --config "${CONFIG:-temporal-small-attnpool}" --out "$work/model" --workers "$workers" \
   ${EPOCHS:+--epochs "$EPOCHS"} ${STOP_AFTER:+--stop-after "$STOP_AFTER"} ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"}

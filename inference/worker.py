@@ -35,16 +35,20 @@ log = logging.getLogger(__name__)
 STAGE = "inference"
 
 
+PACKAGED_VARIANT = "temporal-small-attnpool"  # the config the committed weights were trained with
+
+
 def packaged_weights() -> Path:
-    """The committed weights (temporal-small, trained on synthetic data; see MODEL_CARD.md)."""
-    return Path(str(resources.files("inference") / "weights" / "temporal-small.pt"))
+    """The committed weights (temporal-small-attnpool with its decision rules, trained on
+    synthetic data; see MODEL_CARD.md)."""
+    return Path(str(resources.files("inference") / "weights" / f"{PACKAGED_VARIANT}.pt"))
 
 
 class InferSettings(TopicsAdminSettings, ObservabilitySettings):
     """`icu infer`: which weights, which device, how windows are cut."""
 
     infer_weights: Path | None = Field(
-        default=None, description="model.pt from `icu train` (default: the packaged temporal-small weights)."
+        default=None, description="model.pt from `icu train` (default: the packaged temporal-small-attnpool weights)."
     )
     infer_device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
     infer_threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for torch.")

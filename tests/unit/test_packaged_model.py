@@ -9,8 +9,11 @@ import torch
 import yaml
 
 import inference
-from inference.train import load_variant, load_weights
-from inference.worker import InferSettings, packaged_weights
+from inference.decisions import DecisionRule
+from inference.train import load_decision_rules, load_variant, load_weights
+from inference.worker import PACKAGED_VARIANT, InferSettings, packaged_weights
+
+MODEL_CARD = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
 
 
 def test_the_worker_loads_the_packaged_weights_by_default() -> None:
@@ -19,7 +22,7 @@ def test_the_worker_loads_the_packaged_weights_by_default() -> None:
     assert path.is_file()
     assert path.stat().st_size < 5 * 1024 * 1024  # a few MB at most
     model = load_weights(path)
-    config, _ = load_variant("temporal-small")
+    config, _ = load_variant(PACKAGED_VARIANT)
     assert model.config == config  # trained with the config the repository ships
     assert model.config.lookahead_frames == 20
     assert model.config.receptive_field == 127
@@ -31,10 +34,20 @@ def test_the_weights_record_says_synthetic_and_not_clinically_validated() -> Non
     record = json.loads(packaged_weights().with_suffix(".json").read_text())
     assert record["synthetic_training_data"] is True
     assert record["clinically_validated"] is False
-    assert record["config"] == "temporal-small"
+    assert record["config"] == PACKAGED_VARIANT
     # The model card names the committed epoch, and the plain documented command reproduces it:
     # the record's schedule is the shipped config's.
-    card = (Path(__file__).resolve().parents[2] / "MODEL_CARD.md").read_text()
+    card = MODEL_CARD.read_text()
     assert f"epoch {record['epoch']} (best validation" in card
-    shipped = yaml.safe_load((Path(inference.__file__).parent / "configs" / "temporal-small.yaml").read_text())
+    shipped = yaml.safe_load((Path(inference.__file__).parent / "configs" / f"{PACKAGED_VARIANT}.yaml").read_text())
     assert record["train_config"]["epochs"] == shipped["train"]["epochs"]
+
+
+def test_the_weights_carry_the_decision_rules_the_card_states() -> None:
+    rules = load_decision_rules(packaged_weights())
+    record = json.loads(packaged_weights().with_suffix(".json").read_text())
+    assert record["decision"] == rules.to_dict()
+    assert rules.apnea != DecisionRule.threshold()  # fitted: the worker and icu eval use them
+    card = MODEL_CARD.read_text()
+    for name in ("grimace", "twitch", "apnea"):
+        assert f"| {name} | {rules.for_finding(name).describe()} |" in card
