@@ -1169,7 +1169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "apnea) frame precision/recall/F1, edit score and segmental F1@50; respiration rate MAE, share within "
         "2 breaths/min and coverage; frames/s. A finding the clips do not label, or the model does not predict, "
         "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
-        "motion-burst twitch; no grimace); temporal = the learned model from --weights.",
+        "motion-burst twitch; no grimace); temporal = the learned model from --weights, each finding decided by "
+        "the decision rules stored with the weights (see --decisions and icu fit-decisions). The JSON then also "
+        'holds the rules under "decision".',
     )
     evaluation.add_argument(
         "target",
