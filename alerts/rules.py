@@ -505,9 +505,9 @@ def _count(video: list[VideoSample], first: int, total: str) -> int:
 
 # Whether a window's first sample counts towards each running total (built once, not per call).
 _COUNTS_AT_HEAD: dict[str, Callable[[VideoSample], bool]] = {
-    "grimacing": lambda s: s.grimace >= FINDING_THRESHOLD,
-    "twitching": lambda s: s.twitch >= FINDING_THRESHOLD,
-    "jerk_starts": lambda s: s.twitch >= FINDING_THRESHOLD,
+    "grimacing": lambda s: s.present("grimace"),
+    "twitching": lambda s: s.present("twitch"),
+    "jerk_starts": lambda s: s.present("twitch"),
     "degraded_count": lambda s: s.degraded,
 }
 

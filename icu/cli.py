@@ -1141,7 +1141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--data", type=Path, required=True, help="clip directory")
     training.add_argument(
-        "--config", default="temporal-small", help="variant name or YAML file (default temporal-small)"
+        "--config",
+        default="temporal-small-attnpool",
+        help="variant name or YAML file (default temporal-small-attnpool, the packaged weights' variant)",
     )
     training.add_argument("--out", type=Path, required=True, help="output folder")
     training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

@@ -21,6 +21,7 @@ the finding was first decided for, with the model's attention over it
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections import deque
@@ -68,18 +69,28 @@ class EngineConfig:
 
 
 @dataclass
+class Track:
+    """What a bed's findings have been decided from on its current timeline. A restart (a long
+    gap, a clock that went back) starts a new track; windows cut before it keep the old one, so
+    they never feed the new timeline's deciders."""
+
+    deciders: dict[str, Decider]  # per finding, fed each described frame once, in order
+    decided_to_s: float | None = None  # capture time of the newest frame fed to the deciders
+    active: set[str] = field(default_factory=set)  # findings decided present at the last detection
+    last_evidence_s: dict[str, float] = field(default_factory=dict)  # per finding, keyframe capture time
+
+
+@dataclass
 class BedState:
     camera_id: str
     # The newest frames (bounded by the engine: the lookahead plus a hop), for evidence keyframes.
     keyframes: deque[Keyframe]
-    deciders: dict[str, Decider]  # per finding, fed each described frame once, in order
+    track: Track
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
     stale: int = 0  # frames in a row older than the whole buffer
-    active: set[str] = field(default_factory=set)  # findings on at the last detection
-    last_evidence_s: dict[str, float] = field(default_factory=dict)  # per finding, keyframe capture time
 
 
 @dataclass
@@ -122,7 +133,7 @@ class InferenceEngine:
         self._min_frames = min(int(MIN_WINDOW_S * config.fps), config.window_frames)
         # Windows cut but not yet run, each with the newest frames' keyframes at its cut: a
         # backlog cuts many windows in one poll, and the bed's own ring has moved on by then.
-        self._pending: list[tuple[Window, tuple[Keyframe, ...]]] = []
+        self._pending: list[tuple[Window, tuple[Keyframe, ...], Track]] = []
         self._evidence: list[Evidence] = []
         self._lookahead = model.config.lookahead_frames
         self._hop_frames = max(1, round(config.hop_s * config.fps))
@@ -194,9 +205,7 @@ class InferenceEngine:
             if restart:
                 state.last_detection_s = -1e18  # the old timeline's last detection means nothing now
                 state.keyframes.clear()
-                state.active.clear()
-                state.deciders = self._new_deciders()
-                state.last_evidence_s.clear()
+                state.track = self._new_track()
                 self.buffers.beds.pop(bed, None)
             state.keyframes.append(
                 Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention)
@@ -213,7 +222,7 @@ class InferenceEngine:
                 window = buffer.window(bed, length)
                 if window is not None:
                     state.last_detection_s = window.last_capture_s
-                    self._pending.append((window, tuple(state.keyframes)))
+                    self._pending.append((window, tuple(state.keyframes), state.track))
 
     def _baseline_features(self, accepted: list[tuple[Frame, np.ndarray, bool]]) -> list[FrameFeatures]:
         """Each frame's classical features, in order per bed (the extractor keeps the previous
@@ -240,12 +249,10 @@ class InferenceEngine:
         return [r for r in results if r is not None]
 
     def _new_bed(self, camera_id: str) -> BedState:
-        return BedState(
-            camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept), deciders=self._new_deciders()
-        )
+        return BedState(camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept), track=self._new_track())
 
-    def _new_deciders(self) -> dict[str, Decider]:
-        return {name: Decider(self.rules.for_finding(name)) for name in FINDINGS}
+    def _new_track(self) -> Track:
+        return Track(deciders={name: Decider(self.rules.for_finding(name)) for name in FINDINGS})
 
     @torch.no_grad()
     def _encode(self, inputs: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +270,7 @@ class InferenceEngine:
         pending, self._pending = self._pending, []
         if not pending:
             return []
-        windows = [window for window, _ in pending]
+        windows = [window for window, _, _ in pending]
         length = self.config.window_frames
         stacked = np.zeros((len(windows), length, self._vector_size), np.float32)
         for i, window in enumerate(windows):
@@ -286,11 +293,26 @@ class InferenceEngine:
             described_rates = rates[i, length - m :][self._lookahead :]
             if len(described) == 0:  # less video than the lookahead: the newest output, for frame 0
                 described, described_rates = probabilities[i, -1:], rates[i, -1:]
-            hop = described[-self._hop_frames :]
-            first = len(described) - len(hop)  # window index of the hop's first described frame
-            state = self.beds[window.bed_id]
-            decided = np.stack([state.deciders[name].push_many(hop[:, k]) for k, name in enumerate(FINDINGS)], axis=1)
-            self._note_findings(window, state, pending[i][1], hop, decided, first, inferred_at)
+            state, track = self.beds[window.bed_id], pending[i][2]
+            # The hop: the frames described since this track's previous detection (its first:
+            # the last hop_s). Each reaches the deciders once, in order, however many frames a
+            # cut holds (a camera slower or faster than the grid, a backlog).
+            times = window.capture_s[: len(described)]
+            if track.decided_to_s is None:
+                first = max(0, len(described) - self._hop_frames)
+            else:
+                first = bisect.bisect_right(times, track.decided_to_s)
+            if first < len(described):
+                hop = described[first:]
+                decided = np.stack(
+                    [track.deciders[name].push_many(hop[:, k]) for k, name in enumerate(FINDINGS)], axis=1
+                )
+                track.decided_to_s = times[-1]
+            else:  # nothing newly described: the newest described frame again, decided as it stands
+                first = len(described) - 1
+                hop = described[first:]
+                decided = np.array([[track.deciders[name].on for name in FINDINGS]])
+            self._note_findings(window, state, track, pending[i][1], hop, decided, first, inferred_at)
             detections.append(
                 self._detection(window, state, hop, decided, first, float(described_rates[-1]), inferred_at)
             )
@@ -360,6 +382,7 @@ class InferenceEngine:
         self,
         window: Window,
         state: BedState,
+        track: Track,
         keyframes: tuple[Keyframe, ...],
         hop: np.ndarray,
         decided: np.ndarray,
@@ -371,16 +394,16 @@ class InferenceEngine:
         bed and finding per ``evidence_cooldown_s``: a run of isolated jerks is one story."""
         for k, name in enumerate(FINDINGS):
             above = np.flatnonzero(decided[:, k])
-            starts = name not in state.active and len(above) > 0
+            starts = name not in track.active and len(above) > 0
             if decided[-1, k]:
-                state.active.add(name)
+                track.active.add(name)
             else:
-                state.active.discard(name)
+                track.active.discard(name)
             if not starts:
                 continue
             index = first + int(above[0])
             capture = window.capture_s[index]
-            if capture - state.last_evidence_s.get(name, -1e18) < self.config.evidence_cooldown_s:
+            if capture - track.last_evidence_s.get(name, -1e18) < self.config.evidence_cooldown_s:
                 self.stats.evidence_suppressed += 1
                 continue
             evidence = self._evidence_for(
@@ -389,7 +412,7 @@ class InferenceEngine:
             if evidence is None:
                 self.stats.evidence_missed += 1
                 continue
-            state.last_evidence_s[name] = capture
+            track.last_evidence_s[name] = capture
             self._evidence.append(evidence)
             self.stats.evidence += 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from inference.decisions import DecisionRule, DecisionRules
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
 from inference.model import TemporalNet, build_model
 from inference.train import predict_clip
+from inference.windows import Window
 from simulator.bed import BedSimulation
 from simulator.scenario import load_scenario
 
@@ -215,8 +217,9 @@ def test_evidence_is_rate_limited_per_bed_and_finding() -> None:
 
 
 def test_detections_carry_the_decided_findings_and_hold_them_across_hops() -> None:
-    # Apnea decided with a hold of 15 frames: one hop of low probability keeps it present (the
-    # rate still withheld, no second evidence), the next turns it off and the rate returns.
+    # Apnea decided with a hold of 15 frames: a hop of low probability keeps it present (the rate
+    # still withheld), a return above "off" keeps it on without a second evidence record, and
+    # two low hops in a row end it (the rate returns). The plain threshold flips every hop.
     model = small_model().eval()
     apnea = 2
     rules = DecisionRules(apnea=DecisionRule(on=0.6, off=0.4, hold=15))
@@ -224,19 +227,84 @@ def test_detections_carry_the_decided_findings_and_hold_them_across_hops() -> No
                              device=torch.device("cpu"), model_version="test-0", rules=rules)  # fmt: skip
     plain = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
-    frames = frames_of("icu1-10", 5, seed=11)
+    frames = frames_of("icu1-10", 6, seed=11)
     decided, thresholded = [], []
-    for poll, bias in zip(range(0, 50, 10), (50.0, 50.0, -50.0, -50.0, -50.0), strict=True):
+    for poll, bias in zip(range(0, 60, 10), (50.0, 50.0, -50.0, 50.0, -50.0, -50.0), strict=True):
         with torch.no_grad():
             model.findings.bias[apnea] = bias
         for each, out in ((engine, decided), (plain, thresholded)):
             each.add(frames[poll : poll + 10], arrival=float(poll))
             out += each.due()
-    assert [d.seq for d in decided] == [14, 24, 34, 44]
-    present = [Finding.APNEA in (d.findings or []) for d in decided]
-    assert present == [True, True, False, False]  # the hop of seq 15-24 is held, 25-34 ends it
-    assert [d.has(Finding.APNEA) for d in thresholded] == [True, False, False, False]
+    assert [d.seq for d in decided] == [14, 24, 34, 44, 54]
+    assert [d.has(Finding.APNEA) for d in decided] == [True, True, True, True, False]
+    assert [d.has(Finding.APNEA) for d in thresholded] == [True, False, True, False, False]
     assert decided[1].apnea < 0.01  # held present although the probability fell
     assert decided[1].resp_rate is None  # and the rate stays withheld
-    assert decided[2].resp_rate is not None
-    assert [e.seq for e in engine.take_evidence() if e.finding is Finding.APNEA] == [5]
+    assert decided[4].resp_rate is not None
+    assert [e.seq for e in engine.take_evidence() if e.finding is Finding.APNEA] == [5]  # one onset
+    assert [e.seq for e in plain.take_evidence() if e.finding is Finding.APNEA] == [5, 25]
+
+
+class RecordingEngine(InferenceEngine):
+    """The engine, noting which frames each detection's hop decided (by camera sequence number)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decided_seqs: list[int] = []
+        self.described_seqs: set[int] = set()
+
+    def _note_findings(self, window: Window, state: Any, track: Any, keyframes: Any, hop: np.ndarray,
+                       decided: np.ndarray, first: int, inferred_at: datetime) -> None:  # fmt: skip
+        self.decided_seqs.extend(window.seq[first : first + len(hop)])
+        self.described_seqs.update(window.seq[: first + len(hop)])
+        super()._note_findings(window, state, track, keyframes, hop, decided, first, inferred_at)
+
+
+@pytest.mark.parametrize("camera_fps", [9, 10, 12])
+def test_each_described_frame_is_decided_once_whatever_the_camera_rate(camera_fps: int) -> None:
+    # Windows are cut by capture time, so a cut holds more or fewer grid frames than a hop when
+    # the camera is slower or faster than 10 fps; the deciders must still see each frame once.
+    frames = []
+    for i, (frame, image) in enumerate(frames_of("icu1-11", 12, seed=12)):
+        header = frame.header.model_copy(update={"capture_ts": T0 + timedelta(seconds=i / camera_fps)})
+        frames.append((make_frame(header, frame.jpeg), image))
+    engine = RecordingEngine(small_model(), config=EngineConfig(window_frames=32, baseline_threads=1),
+                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    for poll in range(0, len(frames), 10):
+        engine.add(frames[poll : poll + 10], arrival=float(poll))
+        engine.due()
+    decided = engine.decided_seqs
+    assert len(decided) > 60
+    assert decided == sorted(set(decided))  # in order, none twice
+    start = decided[0]
+    assert sorted(s for s in engine.described_seqs if s >= start) == decided  # none skipped
+
+
+def test_a_restart_starts_the_decisions_afresh_even_for_windows_cut_before_it() -> None:
+    # A backlog spanning a 10 s camera gap: the old timeline's windows (apnea certain, held for
+    # 100 frames) and the new one's (no apnea) run in one call; the new timeline must not
+    # inherit the old one's decision.
+    frames = []
+    for i, (frame, image) in enumerate(frames_of("icu1-12", 8, seed=13)):
+        ts = T0 + timedelta(seconds=i / 10 + (10 if i >= 40 else 0))
+        frames.append((make_frame(frame.header.model_copy(update={"capture_ts": ts}), frame.jpeg), image))
+    model = small_model()
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, baseline_threads=1),
+                             device=torch.device("cpu"), model_version="test-0",
+                             rules=DecisionRules(apnea=DecisionRule(on=0.6, off=0.4, hold=100)))  # fmt: skip
+    engine.add(frames, arrival=0.0)
+    cut = [window.last_capture_s for window, _, _ in engine._pending]
+    old = sum(1 for t in cut if t < (T0 + timedelta(seconds=10)).timestamp())
+    heads = model.heads
+
+    def apnea_by_timeline(vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = heads(vectors)
+        findings = out["findings"].clone()
+        findings[:old, :, 2], findings[old:, :, 2] = 50.0, -50.0
+        return {**out, "findings": findings}
+
+    model.heads = apnea_by_timeline  # type: ignore[method-assign]
+    detections = engine.due()
+    assert [d.has(Finding.APNEA) for d in detections] == [True] * old + [False] * (len(detections) - old)
+    assert 0 < old < len(detections)
+    assert all(d.resp_rate is not None for d in detections[old:])

@@ -255,6 +255,16 @@ def test_training_ends_by_fitting_decision_rules_and_fit_decisions_refits_them(
     assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(weights), "--decisions",
                  "threshold"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["decision"] == DecisionRules().to_dict()
+    # The rules decide what is scored: apnea always on withholds every rate, grimace always on
+    # finds every grimace frame.
+    always = DecisionRule(on=0.0, off=0.0)
+    saved = torch.load(weights, weights_only=True)
+    saved["decision"] = DecisionRules(grimace=always, apnea=always).to_dict()
+    torch.save(saved, weights)
+    assert main(["eval", "--data", str(clips), "--model", "temporal", "--weights", str(weights)]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert forced["resp_rate"]["coverage"] == 0.0
+    assert (forced["grimace"]["recall"], forced["apnea"]["recall"]) == (1.0, 1.0)
 
     assert main(["fit-decisions", "--weights", str(tmp_path / "none.pt"), "--data", str(clips)]) == 2
     assert "no model file" in capsys.readouterr().err
