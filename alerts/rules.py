@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.news2 import News2, News2Error, score_news2
-from icu.contracts import AlertKind, AlertPriority, CameraState, CameraStatus, Detection, Finding, Vitals
+from icu.contracts import (
+    AlertKind,
+    AlertPriority,
+    CameraState,
+    CameraStatus,
+    Detection,
+    Finding,
+    Vitals,
+    finding_present,
+)
 
 VITAL_NAMES = ("hr", "rr", "spo2", "sbp", "temp_c", "on_oxygen", "consciousness")
 SMOOTHED = ("hr", "rr", "spo2", "sbp")  # monitored numbers: scored as the median of the last minute
@@ -50,7 +59,6 @@ SMOOTHED = ("hr", "rr", "spo2", "sbp")  # monitored numbers: scored as the media
 # cuff pressure, temperature, oxygen and ACVPU are charted every so often and last longer.
 STALE_AFTER_S = {"hr": 300.0, "rr": 300.0, "spo2": 300.0, "sbp": 3600.0, "temp_c": 14400.0, "on_oxygen": 14400.0,
                  "consciousness": 14400.0}  # fmt: skip
-FINDING_THRESHOLD = 0.5
 VIDEO_KEEP_S = 600.0  # detections kept per bed: the longest rule window, with room
 NEWS2_KEEP_S = 3600.0
 TREND_EVERY_S = 5.0  # the video respiration-rate trend (a ten-minute median) is re-read this often
@@ -118,10 +126,8 @@ class VideoSample:
 
     def present(self, finding: str) -> bool:
         """Whether the detection had ``finding`` present (see the module's rules)."""
-        if self.findings is not None:
-            return finding in self.findings
         probability: float = getattr(self, finding)
-        return probability >= FINDING_THRESHOLD
+        return finding_present(finding, self.findings, probability)
 
 
 @dataclass

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Final, Literal
 
 from alerts.news2 import News2, score_news2
-from alerts.rules import FINDING_THRESHOLD, STALE_AFTER_S
-from icu.contracts import MAX_SNOOZE_S, AckAction, AlertAck
+from alerts.rules import STALE_AFTER_S
+from icu.contracts import MAX_SNOOZE_S, AckAction, AlertAck, finding_present
 
 # --- NEWS2 colour bands --------------------------------------------------------------------
 
@@ -210,10 +210,8 @@ class VideoFindings:
     findings: tuple[str, ...] | None = None
 
     def present(self, finding: str) -> bool:
-        if self.findings is not None:
-            return finding in self.findings
         probability: float = getattr(self, finding)
-        return probability >= FINDING_THRESHOLD
+        return finding_present(finding, self.findings, probability)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import streamlit as st
 from dashboard import data
 from dashboard.broker import DashboardBroker, PublishError
 from dashboard.core import (
-    FINDING_THRESHOLD,
     NEWS2_BANDS,
     POINT_COLOURS,
     PRIORITY_COLOURS,
@@ -35,7 +34,7 @@ from dashboard.core import (
     order_tiles,
 )
 from dashboard.settings import DashboardSettings
-from icu.contracts import AckAction
+from icu.contracts import FINDING_THRESHOLD, AckAction
 
 TILES_PER_ROW = 4
 SPANS = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(hours=24)}

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import psycopg
 
-from icu.contracts import Alert, AlertKind, AlertPriority, AlertState, Evidence, Finding
+from icu.contracts import FINDING_THRESHOLD, Alert, AlertKind, AlertPriority, AlertState, Evidence, Finding
 from infra.db.maintenance import maintain, refresh_rollups
 from infra.db.migrate import Backend
 from infra.db.writer import CAMERA_STATUS, DETECTIONS, VITALS, CopyTarget, DatabaseWriter
@@ -159,7 +159,11 @@ def _detection_rows(bed: str, profile: str, start: datetime, seconds: int, seed:
             False,
             False,
             ts + timedelta(seconds=2),
-            [name for name, p in (("grimace", grimace[i]), ("twitch", twitch[i]), ("apnea", apnea[i])) if p >= 0.5],
+            [
+                name
+                for name, p in (("grimace", grimace[i]), ("twitch", twitch[i]), ("apnea", apnea[i]))
+                if p >= FINDING_THRESHOLD
+            ],
             ts + timedelta(seconds=2, milliseconds=80),
         )
 

@@ -270,6 +270,19 @@ class Finding(StrEnum):
     APNEA = "apnea"
 
 
+# Where a producer decided nothing (Detection.findings is null), a probability this high counts.
+FINDING_THRESHOLD: Final = 0.5
+
+
+def finding_present(finding: str, findings: Sequence[str] | None, probability: float) -> bool:
+    """Whether ``finding`` counts as present in a detection: listed in its decided ``findings``
+    when it has them, else its ``probability`` at or above :data:`FINDING_THRESHOLD`. The one
+    rule the worker's consumers (alert rules, dashboard) read detections by."""
+    if findings is not None:
+        return finding in findings
+    return probability >= FINDING_THRESHOLD
+
+
 class Detection(BedMessage):
     """Frame-level model outputs for the frame captured at ``ts``."""
 
@@ -312,12 +325,9 @@ class Detection(BedMessage):
         return value
 
     def has(self, finding: Finding) -> bool:
-        """Whether ``finding`` counts as present: the decision when there is one, else the
-        probability's 0.5 threshold."""
-        if self.findings is not None:
-            return finding in self.findings
+        """Whether ``finding`` counts as present (:func:`finding_present`)."""
         probability: float = getattr(self, finding.value)
-        return probability >= 0.5
+        return finding_present(finding, self.findings, probability)
 
 
 MAX_EVIDENCE_JPEG = 512 * 1024

@@ -112,15 +112,15 @@ def evaluate(
     if model == "temporal":
         import torch
 
-        from inference.train import load_decision_rules, load_weights
+        from inference.train import load_weights_and_rules
         from inference.worker import packaged_weights
 
         weights = packaged_weights() if weights is None else weights
         if not weights.is_file():
             raise EvalError(f"--weights: no model file {weights} (train one with `icu train`)")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        network = load_weights(weights, device)
-        rules = load_decision_rules(weights) if decisions == "fitted" else DecisionRules()
+        network, fitted = load_weights_and_rules(weights, device)
+        rules = fitted if decisions == "fitted" else DecisionRules()
     clips = find_clips(directory)
     scores = SplitScores()
     frames = 0

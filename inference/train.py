@@ -30,6 +30,7 @@ from tqdm import tqdm
 from icu import __version__
 from inference.data import ClipBank, LoadedClip, augment, load_clips, split_clips
 from inference.decisions import DecisionRules, FitResult, decide, fit_rule
+from inference.evaluate import find_clips
 from inference.metrics import FINDINGS, SplitScores
 from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
 
@@ -315,8 +316,6 @@ def fit_decisions_on(
     """`icu fit-decisions`: fit the decision rules of ``weights`` on the clips of ``data`` (the
     validation split they were trained with, never the split they will be scored on) and store
     them in the weights file and its ``.json``."""
-    from inference.evaluate import find_clips
-
     if not weights.is_file():
         raise TrainError(f"--weights: no model file {weights}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -382,9 +381,15 @@ def load_decision_rules(path: Path) -> DecisionRules:
     return DecisionRules.from_dict(torch.load(path, map_location="cpu", weights_only=True).get("decision"))
 
 
-def load_weights(path: Path, device: str | torch.device = "cpu") -> TemporalNet:
-    """A model from ``model.pt`` (config included), in eval mode."""
+def load_weights_and_rules(path: Path, device: str | torch.device = "cpu") -> tuple[TemporalNet, DecisionRules]:
+    """The model of a ``model.pt`` (config included, in eval mode) and its decision rules, from
+    one read of the file: what the worker and `icu eval` run with."""
     saved = torch.load(path, map_location=device, weights_only=True)
     model = build_model(config=ModelConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
+    return model.to(device).eval(), DecisionRules.from_dict(saved.get("decision"))
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> TemporalNet:
+    """A model from ``model.pt`` (config included), in eval mode."""
+    return load_weights_and_rules(path, device)[0]

@@ -24,7 +24,7 @@ from icu.contracts import Detection, Evidence, Frame, Topic, encode
 from icu.kafka import ConsumeLoop, DeadLetterPublisher, GracefulStop, Producer, Received, Rejected, create_consumer
 from icu.settings import ConfigError, ObservabilitySettings, env_name
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
-from inference.train import load_decision_rules, load_weights
+from inference.train import load_weights_and_rules
 from infra.settings import TopicsAdminSettings
 
 if TYPE_CHECKING:
@@ -161,8 +161,7 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
     if settings.infer_threads is not None:
         torch.set_num_threads(settings.infer_threads)
     weights = settings.weights()
-    model = load_weights(weights, device)
-    rules = load_decision_rules(weights)
+    model, rules = load_weights_and_rules(weights, device)
     version = f"{model.config.name}@{weights.stem}-{int(weights.stat().st_mtime)}"
     config = EngineConfig(
         fps=settings.infer_fps,
