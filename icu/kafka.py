@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -359,7 +359,16 @@ class ConsumeLoop:
             while not self.stop.is_set():
                 if max_batches is not None and self.stats.batches >= max_batches:
                     break
-                polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+                try:
+                    polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+                except KafkaConnectionError as exc:
+                    # kafka-python 3 can raise a refused connection out of poll while it looks
+                    # for a lost group coordinator: the broker is away, not the consumer broken.
+                    # Poll again shortly; the broker watch logs the outage and the recovery.
+                    log.debug("poll: %s; retrying", exc)
+                    self._beat()
+                    self.stop.wait(1.0)
+                    continue
                 self._beat()
                 if polled:
                     self._process_batch(polled)
