@@ -526,6 +526,28 @@ def _cmd_fit_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_grimace(args: argparse.Namespace) -> int:
+    from inference.evaluate import EvalError
+    from inference.train import TrainError
+    from inference.train_grimace import GrimaceTrainConfig, train_grimace
+
+    configure_logging("INFO")
+    defaults = GrimaceTrainConfig()
+    try:
+        config = GrimaceTrainConfig(
+            seed=defaults.seed if args.seed is None else args.seed,
+            steps=defaults.steps if args.steps is None else args.steps,
+            plain_steps=defaults.plain_steps if args.plain_steps is None else args.plain_steps,
+        )
+        stored = train_grimace(data=args.data, weights=args.weights, config=config, device=args.device,
+                               workers=args.workers)  # fmt: skip
+    except (TrainError, EvalError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps({"weights": str(args.weights), "step": stored["step"], "validation": stored["validation"],
+                      "decision": stored["decision"]["grimace"]}))  # fmt: skip
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalError, evaluate
 
@@ -1028,16 +1050,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_inference = bench.add_parser(
         "inference",
         help="model and worker throughput, window latency (targets: >= 8 beds at 10 fps on 2 CPU cores)",
-        description="Times the model's per-frame encoder (frames/s by batch) and temporal heads (windows/s by batch), "
-        "then one inference worker over --beds simulated beds at 10 fps through an embedded broker: paced like live "
-        "cameras (window latency p50/p99) and unpaced (sustained frames/s, as a ratio of the raw encoder's).",
+        description="Times the model's per-frame encoder (frames/s by batch), its grimace detector when it has one "
+        "(frames/s by batch) and its temporal heads (windows/s by batch), then one inference worker over --beds "
+        "simulated beds at 10 fps through an embedded broker: paced like live cameras (window latency p50/p99) and "
+        "unpaced (sustained frames/s, as a ratio of the raw model's per frame: encoder plus grimace detector).",
     )
     bench_inference.add_argument("--beds", type=int, default=8, help="simulated beds (default 8)")
     bench_inference.add_argument("--seconds", type=float, default=20.0, help="seconds of video per run (default 20)")
     bench_inference.add_argument(
         "--weights",
         type=Path,
-        help="model.pt (default: an untrained temporal-small-attnpool, the packaged architecture)",
+        help="model.pt (default: an untrained temporal-small-attnpool with a grimace detector, the packaged "
+        "architecture)",
     )
     bench_inference.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     bench_inference.set_defaults(handler=_cmd_bench_inference)
@@ -1171,9 +1195,10 @@ def build_parser() -> argparse.ArgumentParser:
         "apnea) frame precision/recall/F1, edit score and segmental F1@50; respiration rate MAE, share within "
         "2 breaths/min and coverage; frames/s. A finding the clips do not label, or the model does not predict, "
         "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
-        "motion-burst twitch; no grimace); temporal = the learned model from --weights, each finding decided by "
-        "the decision rules stored with the weights (see --decisions and icu fit-decisions). The JSON then also "
-        'holds the rules under "decision".',
+        "motion-burst twitch; no grimace); temporal = the learned model from --weights (grimace from the grimace "
+        "detector when the weights carry one, see icu train-grimace), each finding decided by the decision rules "
+        "stored with the weights (see --decisions and icu fit-decisions). The JSON then also holds the rules under "
+        '"decision" and where grimace came from under "grimace_from".',
     )
     evaluation.add_argument(
         "target",
@@ -1216,6 +1241,30 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     fitting.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
     fitting.set_defaults(handler=_cmd_fit_decisions)
+
+    grimace = commands.add_parser(
+        "train-grimace",
+        help="train the grimace detector and store it in a temporal model's weights",
+        description="Trains the grimace detector, a small fully convolutional network over each whole frame at "
+        "320x240 greyscale whose frame score is a soft maximum over positions, so it finds the face itself and "
+        "learns from per-frame grimace labels alone, on DIR in the clip dataset format (DIR/train + DIR/val, else a "
+        "stable split by clip id). Seeded and counted in steps (batches of 32 frames, half grimacing); the first "
+        "--plain-steps see the frames as they are, the rest are augmented (rotation, zoom, shift, brightness, "
+        "gamma, noise); the weights with the best validation F1 (checked every 1000 steps) are kept. They are "
+        "written into --weights (a model.pt of icu train, updated in place, and the .json beside it) with the "
+        "grimace decision rule fitted again on the validation clips; icu infer and icu eval then take grimace from "
+        "the detector. About 25 minutes for the default 8000 steps on two CPU cores, loading the clips included. "
+        "Trained on synthetic data; not "
+        "clinically validated.",
+    )
+    grimace.add_argument("--data", type=Path, required=True, help="clip directory labelling grimace")
+    grimace.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
+    grimace.add_argument("--steps", type=int, help="training steps (default 8000)")
+    grimace.add_argument("--plain-steps", type=int, help="steps without augmentation first (default 2000)")
+    grimace.add_argument("--seed", type=int, help="random seed (default 0)")
+    grimace.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    grimace.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+    grimace.set_defaults(handler=_cmd_train_grimace)
     _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)
     _add_news2_parser(commands)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from inference.evaluate import Clip, decode, find_clips
+from inference.grimace import GrimaceConfig, to_grimace_input
 from inference.metrics import FINDINGS
 from inference.model import ModelConfig
 
@@ -31,6 +32,7 @@ class LoadedClip:
     findings: np.ndarray  # (time, 3) float32 0/1
     findings_mask: np.ndarray  # (time, 3) bool: labelled
     resp_rate: np.ndarray  # (time,) float32, NaN where unknown
+    grey: np.ndarray | None = None  # (time, H, W) uint8 as the grimace detector sees it, when asked for
 
 
 def to_model_input(image_bgr: np.ndarray, config: ModelConfig) -> np.ndarray:
@@ -39,8 +41,14 @@ def to_model_input(image_bgr: np.ndarray, config: ModelConfig) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
-def load_clip(clip: Clip, config: ModelConfig) -> LoadedClip:
-    frames = np.stack([to_model_input(image, config) for image in decode(clip.video)])
+def load_clip(clip: Clip, config: ModelConfig, grimace: GrimaceConfig | None = None) -> LoadedClip:
+    """A clip at the model's input, and for ``grimace`` also at the grimace detector's."""
+    small, grey = [], []
+    for image in decode(clip.video):
+        small.append(to_model_input(image, config))
+        if grimace is not None:
+            grey.append(to_grimace_input(image, grimace))
+    frames = np.stack(small)
     n = frames.shape[0]
     findings = np.zeros((n, len(FINDINGS)), np.float32)
     mask = np.zeros((n, len(FINDINGS)), bool)
@@ -55,18 +63,20 @@ def load_clip(clip: Clip, config: ModelConfig) -> LoadedClip:
     resp = np.full(n, np.nan, np.float32)
     if rates is not None:
         resp[:] = [np.nan if r is None else float(r) for r in rates]
-    return LoadedClip(clip.clip_id, clip.fps, frames, findings, mask, resp)
+    return LoadedClip(clip.clip_id, clip.fps, frames, findings, mask, resp, np.stack(grey) if grey else None)
 
 
-def load_clips(clips: Sequence[Clip], config: ModelConfig, *, workers: int | None = None) -> Iterator[LoadedClip]:
+def load_clips(
+    clips: Sequence[Clip], config: ModelConfig, *, workers: int | None = None, grimace: GrimaceConfig | None = None
+) -> Iterator[LoadedClip]:
     """:func:`load_clip` over many clips, in order, decoded in ``workers`` processes (default: one
     per CPU core; decoding H.264 is what makes a large clip set slow to load)."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(clips)))
     if workers == 1:
-        yield from (load_clip(clip, config) for clip in clips)
+        yield from (load_clip(clip, config, grimace) for clip in clips)
         return
     with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(partial(load_clip, config=config), clips, chunksize=2)
+        yield from pool.map(partial(load_clip, config=config, grimace=grimace), clips, chunksize=2)
 
 
 def split_clips(directory: Path, val_share: float) -> tuple[list[Clip], list[Clip]]:

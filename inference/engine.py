@@ -1,7 +1,8 @@
 """The inference worker's core, free of Kafka: frames in, detections out.
 
 Each arriving frame is encoded once (the model's per-frame vector, computed in one batch for
-everything a poll brought, plus the classical baseline's features) and kept in its bed's buffer
+everything a poll brought, the grimace detector's logit when the weights carry one, see
+:mod:`inference.grimace`, plus the classical baseline's features) and kept in its bed's buffer
 (:mod:`inference.windows`). Every ``hop_s`` of capture time per bed, the temporal heads run over
 the bed's last ``window_frames`` vectors, batched across beds, and one :class:`Detection` is made
 for the frame the model's newest output describes (``lookahead_frames`` before the window's last
@@ -38,11 +39,13 @@ from inference.classical import FeatureExtractor, FrameFeatures, estimate_resp_r
 from inference.data import to_model_input
 from inference.decisions import Decider, DecisionRules
 from inference.evidence import evidence_jpeg
+from inference.grimace import grimace_readings, sigmoid, to_grimace_input
 from inference.metrics import FINDINGS
 from inference.model import TemporalNet
 from inference.windows import WardBuffers, Window
 
 MIN_WINDOW_S = 2.0  # no detection for a bed until this much video is buffered
+GRIMACE = FINDINGS.index("grimace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Keyframe:
     seq: int
     jpeg: bytes
     saliency: np.ndarray  # (grid,) attention over the token grid
+    grimace_saliency: np.ndarray | None = None  # (rows, cols) where the grimace detector looked
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,10 @@ class InferenceEngine:
         self.beds: dict[str, BedState] = {}
         self.stats = EngineStats()
         self._vector_size = 2 * model.config.dim
+        # Per frame the buffer keeps: the model's vector, the grimace detector's logit, the
+        # classical baseline's cell flows and motion energy.
+        self._grimace = model.grimace_detector
+        self._grimace_column = self._vector_size
         self._autocast = device.type == "cuda"
         self._min_frames = min(int(MIN_WINDOW_S * config.fps), config.window_frames)
         # Windows cut but not yet run, each with the newest frames' keyframes at its cut: a
@@ -164,7 +172,7 @@ class InferenceEngine:
         previous_inputs: dict[str, np.ndarray | None] = {}
         stale: dict[str, int] = {}
         accepted: list[tuple[Frame, np.ndarray, bool]] = []
-        inputs, previous = [], []
+        inputs, previous, grey = [], [], []
         for frame, image in frames:
             bed = frame.header.bed_id
             state = self.beds.get(bed)  # None for a new bed: created once encoding succeeds
@@ -183,6 +191,8 @@ class InferenceEngine:
             before = None if restart else previous_inputs.get(bed, state.previous_input if state else None)
             model_input = to_model_input(image, self.model.config)
             inputs.append(model_input)
+            if self._grimace is not None:
+                grey.append(to_grimace_input(image, self._grimace.config))
             previous.append(before if before is not None else model_input)
             previous_inputs[bed] = model_input
             newest[bed] = capture
@@ -191,6 +201,12 @@ class InferenceEngine:
             return
         began = time.perf_counter()
         vectors, saliency = self._encode(np.stack(inputs), np.stack(previous))
+        grimace_maps: list[np.ndarray | None] = [None] * len(accepted)
+        if self._grimace is not None:
+            grimace, maps = grimace_readings(self._grimace, np.stack(grey), self.device)
+            grimace_maps = list(maps)
+        else:
+            grimace = np.zeros(len(accepted), np.float32)  # a column all the same: the layout stays one
         self.stats.encode_s += time.perf_counter() - began
         for frame, _, _ in accepted:
             if frame.header.bed_id not in self.beds:
@@ -198,7 +214,9 @@ class InferenceEngine:
         began = time.perf_counter()
         baseline = self._baseline_features(accepted)
         self.stats.baseline_s += time.perf_counter() - began
-        for (frame, _, restart), vector, attention, features in zip(accepted, vectors, saliency, baseline, strict=True):
+        for (frame, _, restart), vector, attention, grimace_logit, grimace_map, features in zip(
+            accepted, vectors, saliency, grimace, grimace_maps, baseline, strict=True
+        ):
             bed = frame.header.bed_id
             state = self.beds[bed]
             state.previous_input, state.newest_s, state.stale = previous_inputs[bed], newest[bed], stale.get(bed, 0)
@@ -208,9 +226,10 @@ class InferenceEngine:
                 state.track = self._new_track()
                 self.buffers.beds.pop(bed, None)
             state.keyframes.append(
-                Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention)
+                Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention, grimace_map)
             )
-            data = np.concatenate([vector, features.cell_flow, [features.motion_energy]]).astype(np.float32)
+            data = np.concatenate([vector, [grimace_logit], features.cell_flow, [features.motion_energy]])
+            data = data.astype(np.float32)
             buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
             # Cut windows as frames arrive, so a backlog (a replay, a worker catching up) still
@@ -293,6 +312,9 @@ class InferenceEngine:
             described_rates = rates[i, length - m :][self._lookahead :]
             if len(described) == 0:  # less video than the lookahead: the newest output, for frame 0
                 described, described_rates = probabilities[i, -1:], rates[i, -1:]
+            if self._grimace is not None:  # the detector's own reading of each described frame
+                described = described.copy()
+                described[:, GRIMACE] = sigmoid(window.data[: len(described), self._grimace_column])
             state, track = self.beds[window.bed_id], pending[i][2]
             # The hop: the frames described since this track's previous detection (its first:
             # the last hop_s). Each reaches the deciders once, in order, however many frames a
@@ -337,7 +359,7 @@ class InferenceEngine:
         """``hop``: probabilities (frames, 3) of the frames described since the last detection,
         window indexes ``first`` onwards, and ``decided`` their decisions; the detection is for the
         last of them."""
-        flow = window.data[:, self._vector_size : -1]
+        flow = window.data[:, self._grimace_column + 1 : -1]
         energy = window.data[:, -1].astype(np.float64)
         classical = estimate_resp_rate(flow, self.config.fps) if len(flow) >= self.config.fps * 8 else None
         burst = bool(twitch_bursts(energy, self.config.fps)[-self._hop_frames :].any())
@@ -433,8 +455,13 @@ class InferenceEngine:
         if not kept or capture - kept[-1].capture_s > self.config.max_fill_s + half:
             return None
         keyframe = kept[-1]
-        rows, cols = self._grid
-        saliency = keyframe.saliency.astype(np.float64)
+        if finding == Finding.GRIMACE and keyframe.grimace_saliency is not None:
+            # Grimace came from the grimace detector: show where it saw it.
+            rows, cols = keyframe.grimace_saliency.shape
+            saliency = keyframe.grimace_saliency.reshape(-1).astype(np.float64)
+        else:
+            rows, cols = self._grid
+            saliency = keyframe.saliency.astype(np.float64)
         jpeg = evidence_jpeg(keyframe.jpeg, saliency.reshape(rows, cols))
         if jpeg is None:
             return None

@@ -86,13 +86,20 @@ def temporal_predictions(
     clip: Clip, model: Any, device: Any, rules: DecisionRules | None = None
 ) -> tuple[dict[str, Any], int]:
     from inference.data import to_model_input
+    from inference.grimace import to_grimace_input
     from inference.train import frame_predictions, predict_clip
 
-    images = [to_model_input(image, model.config) for image in decode(clip.video)]
+    detector = model.grimace_detector
+    images, grey = [], []
+    for image in decode(clip.video):
+        images.append(to_model_input(image, model.config))
+        if detector is not None:
+            grey.append(to_grimace_input(image, detector.config))
     if not images:
         raise EvalError(f"{clip.video}: no decodable frame")
     frames = np.stack(images)
-    return frame_predictions(predict_clip(model, frames, device), rules), frames.shape[0]
+    predicted = predict_clip(model, frames, device, np.stack(grey) if grey else None)
+    return frame_predictions(predicted, rules), frames.shape[0]
 
 
 def evaluate(
@@ -139,4 +146,6 @@ def evaluate(
     result = {"model": model, **scores.summary(), "fps": round(frames / elapsed, 1) if elapsed > 0 else None}
     if rules is not None:
         result["decision"] = rules.to_dict()
+    if network is not None:
+        result["grimace_from"] = "grimace detector" if network.grimace_detector is not None else "temporal head"
     return result

@@ -19,7 +19,9 @@ moment later; a fixed, short reporting delay buys that certainty and keeps the m
 what it computes. Offline, :func:`align_outputs` maps outputs back onto the frames they describe.
 
 Heads, per described frame: logits for grimace, twitch and apnea, and the respiration rate
-(breaths/min), regressed directly from the temporal features.
+(breaths/min), regressed directly from the temporal features. Weights that carry a grimace
+detector (:mod:`inference.grimace`, a second network at camera resolution) take the grimace
+probability from it instead of from the grimace head: at 128x96 a face is too small to read.
 
 Pure torch (no torchvision): builds on CPU and CUDA alike.
 """
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from inference.grimace import GrimaceNet
 from inference.metrics import FINDINGS
 
 APPEARANCE_POOLS = ("mean", "attention")
@@ -140,6 +143,9 @@ class TemporalNet(nn.Module):
         )
         self.findings = nn.Conv1d(config.dim, len(FINDINGS), 1)
         self.resp_rate = nn.Conv1d(config.dim, 1, 1)
+        # Trained apart and stored under its own key (icu train-grimace); when present it gives
+        # the grimace probability and the grimace head above is not used.
+        self.grimace_detector: GrimaceNet | None = None
 
     def frame_features(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame fused vectors (batch, time, 2*dim) and saliency (batch, time, grid)."""

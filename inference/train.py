@@ -31,6 +31,7 @@ from icu import __version__
 from inference.data import ClipBank, LoadedClip, augment, load_clips, split_clips
 from inference.decisions import DecisionRules, FitResult, decide, fit_rule
 from inference.evaluate import find_clips
+from inference.grimace import grimace_logits, load_grimace, sigmoid
 from inference.metrics import FINDINGS, SplitScores
 from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
 
@@ -117,16 +118,24 @@ def compute_loss(
 
 
 @torch.no_grad()
-def predict_clip(model: TemporalNet, frames: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+def predict_clip(
+    model: TemporalNet, frames: np.ndarray, device: torch.device, grey: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Per-frame probabilities and rate for a whole clip (uint8 frames (time, H, W, 3)), each
-    frame given the output that describes it (see the model's lookahead)."""
+    frame given the output that describes it (see the model's lookahead). A model with a grimace
+    detector takes grimace from it, over ``grey`` (the same frames as it sees them, (time, H, W))."""
     model.eval()
     tensor = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)[None]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model(tensor)
     lookahead = model.config.lookahead_frames
+    probabilities = torch.sigmoid(align_outputs(out["findings"].float(), lookahead)[0]).cpu().numpy()
+    if model.grimace_detector is not None:
+        if grey is None or len(grey) != len(frames):
+            raise ValueError("this model has a grimace detector: pass its greyscale frames, one per frame")
+        probabilities[:, FINDINGS.index("grimace")] = sigmoid(grimace_logits(model.grimace_detector, grey, device))
     return {
-        "probabilities": torch.sigmoid(align_outputs(out["findings"].float(), lookahead)[0]).cpu().numpy(),
+        "probabilities": probabilities,
         "resp_rate": align_outputs(out["resp_rate"].float(), lookahead)[0].cpu().numpy(),
     }
 
@@ -295,7 +304,7 @@ def fit_decision_rules(
 ) -> tuple[DecisionRules, dict[str, FitResult]]:
     """One decision rule per finding, fitted on ``clips`` (normally the validation split) for
     ``model``'s probabilities; a finding no clip labels keeps the plain 0.5 threshold."""
-    outputs = [predict_clip(model, clip.frames, device)["probabilities"] for clip in clips]
+    outputs = [predict_clip(model, clip.frames, device, clip.grey)["probabilities"] for clip in clips]
     fits: dict[str, FitResult] = {}
     for k, name in enumerate(FINDINGS):
         labelled = [
@@ -320,7 +329,10 @@ def fit_decisions_on(
         raise TrainError(f"--weights: no model file {weights}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_weights(weights, target)
-    clips = list(tqdm(load_clips(find_clips(data), model.config, workers=workers), desc="loading", unit="clip"))
+    grimace = model.grimace_detector.config if model.grimace_detector is not None else None
+    clips = list(
+        tqdm(load_clips(find_clips(data), model.config, workers=workers, grimace=grimace), desc="loading", unit="clip")
+    )
     rules, fits = fit_decision_rules(model, clips, target)
     if not fits:
         raise TrainError(f"--data: no clip of {data} labels grimace, twitch or apnea on every frame")
@@ -382,11 +394,13 @@ def load_decision_rules(path: Path) -> DecisionRules:
 
 
 def load_weights_and_rules(path: Path, device: str | torch.device = "cpu") -> tuple[TemporalNet, DecisionRules]:
-    """The model of a ``model.pt`` (config included, in eval mode) and its decision rules, from
-    one read of the file: what the worker and `icu eval` run with."""
+    """The model of a ``model.pt`` (config included, with its grimace detector when it has one,
+    in eval mode) and its decision rules, from one read of the file: what the worker and
+    `icu eval` run with."""
     saved = torch.load(path, map_location=device, weights_only=True)
     model = build_model(config=ModelConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["state_dict"])
+    model.grimace_detector = load_grimace(saved, device)
     return model.to(device).eval(), DecisionRules.from_dict(saved.get("decision"))
 
 

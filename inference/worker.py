@@ -177,6 +177,11 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
     log.info("model %s on %s (window %d frames, a detection per bed every %g s)", version, device,
              config.window_frames, config.hop_s)  # fmt: skip
     log.info("decision rules: %s", rules.describe())
+    if model.grimace_detector is None:
+        log.info("no grimace detector in %s: grimace comes from the temporal model's own head", weights)
+    else:
+        detector = model.grimace_detector.config
+        log.info("grimace from the grimace detector at %dx%d greyscale", detector.width, detector.height)
     return InferenceEngine(model, config=config, device=device, model_version=version, rules=rules)
 
 

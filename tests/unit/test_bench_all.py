@@ -100,7 +100,7 @@ INFERENCE: dict[str, Any] = {
         "encode_ms_per_frame": 2.6,
         "baseline_ms_per_frame": 1.4,
     },
-    "worker_unpaced_over_raw_encoder": 0.4,
+    "worker_unpaced_over_raw_model": 0.4,
     "beds_at_10fps_sustainable": 14.6,
     "live_kept_up": True,
 }
@@ -225,6 +225,15 @@ def test_inference_target_on_a_gpu_is_300_beds() -> None:
     assert target.limit == 3000.0
     assert target.ratio == pytest.approx(1.017)  # 3,051 / 3,000
     assert target.limit_label == "target >= 300 beds at 10 fps = 3,000 frames/s (GPU)"
+
+
+def test_with_a_grimace_detector_the_raw_limit_is_the_encoder_and_the_detector_per_frame() -> None:
+    results = {"inference": copy.deepcopy(INFERENCE)}
+    results["inference"]["raw"]["grimace_frames_per_s_by_batch"] = {"1": 100.0, "32": 365.0, "128": 300.0}
+    worker = row(rows_from(results), "inference", "worker unpaced", "raw encoder")
+    assert worker.limit == pytest.approx(182.5)  # 1 / (1/365 + 1/365)
+    assert worker.ratio == pytest.approx(146 / 182.5)
+    assert worker.limit_label == "raw encoder + grimace detector 182 frames/s (same run)"
 
 
 def test_end_to_end_latencies() -> None:

@@ -14,6 +14,7 @@ from icu.contracts import Evidence, Finding, Frame, FrameHeader, make_frame
 from inference.data import to_model_input
 from inference.decisions import DecisionRule, DecisionRules
 from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
+from inference.grimace import GrimaceConfig, GrimaceNet, to_grimace_input
 from inference.model import TemporalNet, build_model
 from inference.train import predict_clip
 from inference.windows import Window
@@ -137,10 +138,20 @@ def test_a_clock_that_jumps_back_restarts_the_bed(engine: InferenceEngine) -> No
     assert detections[-1].ts < T0
 
 
-def test_live_detections_match_offline_predictions_over_the_whole_clip() -> None:
+@pytest.mark.parametrize("detector", [False, True], ids=["grimace head", "grimace detector"])
+def test_live_detections_match_offline_predictions_over_the_whole_clip(detector: bool) -> None:
     # A worker fed frame by frame computes what `icu eval` computes over the whole clip: the
-    # described frame's grimace/apnea, the hop's highest twitch, the same respiration rate.
+    # described frame's grimace/apnea, the hop's highest twitch, the same respiration rate; with
+    # a grimace detector in the weights, grimace is the detector's reading of the described frame.
     model = small_model().eval()
+    head_only = small_model().eval()
+    grey = None
+    if detector:
+        torch.manual_seed(1)
+        model.grimace_detector = GrimaceNet(GrimaceConfig(width=64, height=48, channels=(4, 8, 8))).eval()
+        grey = np.stack(
+            [to_grimace_input(image, model.grimace_detector.config) for _, image in frames_of("icu1-07", 6, seed=8)]
+        )
     engine = InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"),
                              model_version="test-0")  # fmt: skip
     frames = frames_of("icu1-07", 6, seed=8)
@@ -148,9 +159,13 @@ def test_live_detections_match_offline_predictions_over_the_whole_clip() -> None
     for poll in range(0, 60, 10):
         engine.add(frames[poll : poll + 10], arrival=float(poll))
         detections += engine.due()
-    offline = predict_clip(model, np.stack([to_model_input(image, model.config) for _, image in frames]),
-                           torch.device("cpu"))  # fmt: skip
+    small = np.stack([to_model_input(image, model.config) for _, image in frames])
+    offline = predict_clip(model, small, torch.device("cpu"), grey)
     probabilities, rates = offline["probabilities"], offline["resp_rate"]
+    head = predict_clip(head_only, small, torch.device("cpu"))["probabilities"]
+    if detector:  # the detector's grimace, not the head's; the rest as before
+        assert not np.allclose(probabilities[:, 0], head[:, 0], atol=1e-3)
+    np.testing.assert_allclose(probabilities[:, 1:], head[:, 1:], atol=1e-6)
     assert [d.seq for d in detections] == [14, 24, 34, 44, 54]
     for d in detections:  # the first window, shorter than the receptive field, is padded alike
         assert d.grimace == pytest.approx(probabilities[d.seq, 0], abs=1e-4)
@@ -199,6 +214,33 @@ def test_evidence_when_a_finding_starts_with_the_keyframe_and_attention() -> Non
     engine.due()
     again = [e for e in engine.take_evidence() if e.finding is Finding.GRIMACE]
     assert [e.seq for e in again] == [35]  # off, then on again: a new start (described frames 30-39 -> 35-44)
+
+
+def test_grimace_evidence_shows_where_the_grimace_detector_looked() -> None:
+    model = small_model().eval()
+    torch.manual_seed(2)
+    detector = GrimaceNet(GrimaceConfig(width=64, height=48, channels=(4, 8, 8))).eval()
+    with torch.no_grad():
+        detector.score.bias.fill_(50.0)  # grimace on every frame
+        model.findings.bias[1] = 50.0  # and twitch, from the temporal model
+    model.grimace_detector = detector
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
+                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    frames = frames_of("icu1-08", 3, seed=9)
+    engine.add(frames[:20], arrival=0.0)
+    engine.due()
+    evidence = {e.finding: e for e in engine.take_evidence()}
+    grimace, twitch = evidence[Finding.GRIMACE], evidence[Finding.TWITCH]
+    # The detector's map at 48x64 is 6x8; its saliency, pooled over 2x2 blocks, 3x4.
+    assert (grimace.saliency_rows, grimace.saliency_cols) == (3, 4)
+    assert sum(grimace.saliency) == pytest.approx(1.0, abs=1e-3)
+    grey = to_grimace_input(frames[grimace.seq][1], detector.config)
+    with torch.no_grad():
+        scores = detector.score_map(torch.from_numpy(grey)[None, None].float() / 255)
+    share = torch.softmax(scores.flatten(), 0).reshape(6, 8)
+    expected = share.reshape(3, 2, 4, 2).sum(dim=(1, 3)).flatten()
+    np.testing.assert_allclose(grimace.saliency, expected.numpy(), atol=1e-4)
+    assert (twitch.saliency_rows, twitch.saliency_cols) == (12, 16)  # twitch keeps the model's attention
 
 
 def test_evidence_is_rate_limited_per_bed_and_finding() -> None:

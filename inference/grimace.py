@@ -1,0 +1,173 @@
+"""The grimace detector: a small fully convolutional network over the whole frame at camera
+resolution (320x240 greyscale), each frame scored by a smooth maximum over its positions.
+
+Why a second network beside the temporal model: at the temporal model's 128x96 input a face is
+about 14 pixels across and a grimace (brows down, eyes squeezed, mouth stretched open) changes a
+handful of them; its grimace F1 stayed at 0.4 or below in both variants trained. At 320x240 the face
+is about 35 pixels across and the expression is plain to see.
+
+The network is not told where the face is. Each position of its output map scores the square of
+about 60 pixels around it, and the frame's logit is the log-mean-exp of the map (a maximum that
+still passes gradient to every position): multiple-instance learning from per-frame labels
+alone, which is what a hospital's own annotated video has. The map's peak is where it saw the
+grimace.
+
+A model file carries it beside the temporal model (``model.pt`` key ``"grimace"``); when it is
+there, it gives the grimace probability of every frame and the temporal model's own grimace head
+is not used. ``icu train-grimace`` trains it and stores it there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class GrimaceConfig:
+    width: int = 320
+    height: int = 240
+    channels: tuple[int, int, int] = (16, 32, 32)  # 4x4 patches, a stride-2 stage, two more convolutions
+
+    def __post_init__(self) -> None:
+        if self.width % 8 or self.height % 8 or self.width < 64 or self.height < 48:
+            raise ValueError(f"grimace input {self.width}x{self.height}: both multiples of 8, at least 64x48")
+        if len(self.channels) != 3 or min(self.channels) < 1:
+            raise ValueError(f"grimace channels {self.channels}: three positive widths")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GrimaceConfig:
+        return cls(int(data["width"]), int(data["height"]), tuple(int(c) for c in data["channels"]))  # type: ignore[arg-type]
+
+
+def _stage(inputs: int, outputs: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.GELU())
+
+
+class GrimaceNet(nn.Module):
+    """Greyscale frames (n, 1, H, W) in [0, 1] -> grimace logits (n,); see the module docstring."""
+
+    def __init__(self, config: GrimaceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GrimaceConfig()
+        c1, c2, c3 = self.config.channels
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c1, 4, 4, bias=False),  # 4x4 patches: cheap at camera resolution
+            nn.BatchNorm2d(c1),
+            nn.GELU(),
+            _stage(c1, c2, 2),
+            _stage(c2, c3, 1),
+            _stage(c3, c3, 1),
+        )
+        self.score = nn.Conv2d(c3, 1, 1)
+
+    def score_map(self, frames: Tensor) -> Tensor:
+        """Per-position logits (n, H/8, W/8)."""
+        return self.score(self.body(frames))[:, 0]
+
+    def forward(self, frames: Tensor) -> Tensor:
+        scores = self.score_map(frames).flatten(1)
+        return torch.logsumexp(scores, dim=1) - math.log(scores.shape[1])
+
+
+def to_grimace_input(image_bgr: np.ndarray, config: GrimaceConfig) -> np.ndarray:
+    """One frame as the grimace detector sees it: greyscale at the configured size, uint8."""
+    if image_bgr.shape[1] != config.width or image_bgr.shape[0] != config.height:
+        image_bgr = cv2.resize(image_bgr, (config.width, config.height), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+
+
+def as_tensor(frames: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (n, H, W) -> float (n, 1, H, W) in [0, 1] on ``device``."""
+    return torch.from_numpy(frames).to(device)[:, None].float().div_(255.0)
+
+
+@torch.no_grad()
+def grimace_logits(net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int = 256) -> np.ndarray:
+    """Logits (n,) for uint8 greyscale frames (n, H, W), in batches."""
+    return grimace_readings(net, frames, device, batch=batch)[0]
+
+
+@torch.no_grad()
+def grimace_readings(
+    net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n,) and saliency (n, H/16, W/16) for uint8 greyscale frames (n, H, W), in batches.
+    The saliency is each position's share of the frame's score (the softmax of the map, which
+    is the gradient of the log-mean-exp), summed over 2x2 blocks: where the detector saw it."""
+    net.eval()
+    logits, saliency = [], []
+    for start in range(0, len(frames), batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            scores = net.score_map(as_tensor(frames[start : start + batch], device)).float()
+        n, rows, cols = scores.shape
+        flat = scores.flatten(1)
+        logits.append((torch.logsumexp(flat, dim=1) - math.log(flat.shape[1])).cpu())
+        share = torch.softmax(flat, dim=1).reshape(n, 1, rows, cols)
+        saliency.append((F.avg_pool2d(share, 2, ceil_mode=True)[:, 0] * 4).cpu())
+    if not logits:
+        return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(saliency).numpy()
+
+
+def augment_greyscale(frames: Tensor, rng: np.random.Generator) -> Tensor:
+    """Label-preserving changes per frame (n, 1, H, W) in [0, 1]: mirror and flip, rotation by up
+    to 34 degrees, zoom 0.7-1.4x with the aspect changed by up to 18%, a shift of up to 25% that
+    can push the face part out of the frame (the edge reflected back in), brightness, contrast,
+    gamma and sensor noise up to a dark infrared frame's. Wider than the simulator's own
+    variation of camera and light, so the detector leans on the face, not on one ward's framing.
+    Parameters come from ``rng``: reproducible."""
+    n, _, height, width = frames.shape
+    device = frames.device
+
+    def draw(low: float, high: float, *shape: int) -> Tensor:
+        return torch.from_numpy(rng.uniform(low, high, size=(n, *shape)).astype(np.float32)).to(device)
+
+    frames = torch.where(draw(0, 1, 1, 1, 1) < 0.5, frames.flip(-1), frames)
+    frames = torch.where(draw(0, 1, 1, 1, 1) < 0.5, frames.flip(-2), frames)
+    angle = draw(-0.6, 0.6)
+    zoom = torch.exp(draw(math.log(0.7), math.log(1.4)))
+    stretch = torch.exp(draw(math.log(0.85), math.log(1.18)))
+    shift = draw(-0.25, 0.25, 2)
+    sx, sy = 1.0 / (zoom * stretch), stretch / zoom
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    aspect = height / width  # the grid's coordinates are normalised per axis: rotate in pixels
+    theta = torch.stack(
+        [
+            torch.stack([cos * sx, -sin * sy * aspect, shift[:, 0]], 1),
+            torch.stack([sin * sx / aspect, cos * sy, shift[:, 1]], 1),
+        ],
+        1,
+    )
+    grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
+    frames = F.grid_sample(frames, grid, padding_mode="reflection", align_corners=False).clamp(0.0, 1.0)
+    mean = frames.mean(dim=(1, 2, 3), keepdim=True)
+    frames = ((frames - mean) * draw(0.6, 1.2, 1, 1, 1) + mean).clamp(0.0, 1.0)
+    frames = frames ** torch.exp(draw(-0.4, 0.4, 1, 1, 1)) * draw(0.5, 1.5, 1, 1, 1)
+    generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
+    frames = frames + torch.randn(frames.shape, generator=generator, device=device) * draw(0.0, 0.04, 1, 1, 1)
+    return frames.clamp_(0.0, 1.0)
+
+
+def load_grimace(saved: dict[str, Any], device: str | torch.device = "cpu") -> GrimaceNet | None:
+    """The grimace detector stored in a loaded ``model.pt`` (key ``"grimace"``), or None."""
+    stored = saved.get("grimace")
+    if stored is None:
+        return None
+    net = GrimaceNet(GrimaceConfig.from_dict(stored["config"]))
+    net.load_state_dict(stored["state_dict"])
+    return net.to(device).eval()
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))), np.float32)
