@@ -51,3 +51,17 @@ def test_the_weights_carry_the_decision_rules_the_card_states() -> None:
     card = MODEL_CARD.read_text()
     for name in ("grimace", "twitch", "apnea"):
         assert f"| {name} | {rules.for_finding(name).describe()} |" in card
+
+
+def test_the_weights_carry_the_grimace_detector_the_card_describes() -> None:
+    model = load_weights(packaged_weights())
+    assert model.grimace_detector is not None  # icu infer and icu eval take grimace from it
+    assert (model.grimace_detector.config.width, model.grimace_detector.config.height) == (320, 240)
+    record = json.loads(packaged_weights().with_suffix(".json").read_text())["grimace_detector"]
+    assert record["synthetic_training_data"] is True
+    assert record["clinically_validated"] is False
+    assert record["config"] == model.grimace_detector.config.to_dict()
+    # The card names the kept step and the command that reproduces it with the record's schedule.
+    card = MODEL_CARD.read_text()
+    assert f"step {record['step']} of {record['train_config']['steps']}" in card
+    assert "icu train-grimace --data WORKDIR/clips --weights WORKDIR/model/model.pt" in card
