@@ -527,6 +527,7 @@ def _cmd_fit_decisions(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_grimace(args: argparse.Namespace) -> int:
+    from inference.decisions import DecisionRuleError
     from inference.evaluate import EvalError
     from inference.train import TrainError
     from inference.train_grimace import GrimaceTrainConfig, train_grimace
@@ -541,7 +542,7 @@ def _cmd_train_grimace(args: argparse.Namespace) -> int:
         )
         stored = train_grimace(data=args.data, weights=args.weights, config=config, device=args.device,
                                workers=args.workers)  # fmt: skip
-    except (TrainError, EvalError) as exc:
+    except (TrainError, EvalError, DecisionRuleError) as exc:
         raise ConfigError(str(exc)) from None
     print(json.dumps({"weights": str(args.weights), "step": stored["step"], "validation": stored["validation"],
                       "decision": stored["decision"]["grimace"]}))  # fmt: skip
@@ -1259,7 +1260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grimace.add_argument("--data", type=Path, required=True, help="clip directory labelling grimace")
     grimace.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
-    grimace.add_argument("--steps", type=int, help="training steps (default 8000)")
+    grimace.add_argument("--steps", type=int, help="training steps (default 8000; at least --plain-steps)")
     grimace.add_argument("--plain-steps", type=int, help="steps without augmentation first (default 2000)")
     grimace.add_argument("--seed", type=int, help="random seed (default 0)")
     grimace.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")

@@ -337,7 +337,8 @@ class Evidence(BedMessage):
     """Why the model reported a finding: published when a finding starts (decided present after
     being absent, see ``Detection.findings``), for alerts and the dashboard to show. The keyframe
     is the frame the finding was first decided for, with the model's spatial attention
-    (saliency) laid over it."""
+    (saliency) laid over it: for grimace read by a grimace detector, where on the frame the
+    detector saw it."""
 
     topic: ClassVar[Topic] = Topic.EVIDENCE
     # The keyframe travels as base64 in JSON, raw bytes in Python.
@@ -355,7 +356,9 @@ class Evidence(BedMessage):
     saliency_rows: int = Field(ge=1, le=256)
     saliency_cols: int = Field(ge=1, le=256)
     saliency: list[Probability] = Field(
-        max_length=65536, description="Attention over the model's token grid, row-major, summing to about 1."
+        max_length=65536,
+        description="Attention over the model's token grid, row-major, summing to about 1 (grimace from a grimace "
+        "detector: each grid cell's share of the frame's grimace score).",
     )
     keyframe_jpeg: bytes = Field(
         max_length=MAX_EVIDENCE_JPEG,

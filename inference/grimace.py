@@ -7,7 +7,7 @@ handful of them; its grimace F1 stayed at 0.4 or below in both variants trained.
 is about 35 pixels across and the expression is plain to see.
 
 The network is not told where the face is. Each position of its output map scores the square of
-about 60 pixels around it, and the frame's logit is the log-mean-exp of the map (a maximum that
+44 pixels around it, and the frame's logit is the log-mean-exp of the map (a maximum that
 still passes gradient to every position): multiple-instance learning from per-frame labels
 alone, which is what a hospital's own annotated video has. The map's peak is where it saw the
 grimace.
@@ -114,7 +114,7 @@ def grimace_readings(
         flat = scores.flatten(1)
         logits.append((torch.logsumexp(flat, dim=1) - math.log(flat.shape[1])).cpu())
         share = torch.softmax(flat, dim=1).reshape(n, 1, rows, cols)
-        saliency.append((F.avg_pool2d(share, 2, ceil_mode=True)[:, 0] * 4).cpu())
+        saliency.append(F.avg_pool2d(share, 2, ceil_mode=True, divisor_override=1)[:, 0].cpu())  # 2x2 sums
     if not logits:
         return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
     return torch.cat(logits).numpy(), torch.cat(saliency).numpy()
@@ -122,10 +122,11 @@ def grimace_readings(
 
 def augment_greyscale(frames: Tensor, rng: np.random.Generator) -> Tensor:
     """Label-preserving changes per frame (n, 1, H, W) in [0, 1]: mirror and flip, rotation by up
-    to 34 degrees, zoom 0.7-1.4x with the aspect changed by up to 18%, a shift of up to 25% that
-    can push the face part out of the frame (the edge reflected back in), brightness, contrast,
-    gamma and sensor noise up to a dark infrared frame's. Wider than the simulator's own
-    variation of camera and light, so the detector leans on the face, not on one ward's framing.
+    to 34 degrees, zoom 0.7-1.4x with the aspect ratio changed 0.72-1.39x, a shift of up to an
+    eighth of the frame that can push the face part out of it (the edge reflected back in),
+    brightness, contrast, gamma and sensor noise up to a dark infrared frame's. Wider than the
+    simulator's own variation of camera and light, so the detector leans on the face, not on one
+    ward's framing.
     Parameters come from ``rng``: reproducible."""
     n, _, height, width = frames.shape
     device = frames.device

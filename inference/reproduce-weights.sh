@@ -15,7 +15,9 @@
 # STOP_AFTER ends training after that epoch; MAX_MINUTES ends it on time instead.
 # Needs a GPU to finish in minutes; on a laptop CPU it takes days (icu train-grimace alone takes
 # about 25 minutes on two CPU cores). SKIP_TEMPORAL=1 keeps an existing WORKDIR/model/model.pt and
-# runs the grimace step only; SKIP_GRIMACE=1 leaves it out.
+# runs the grimace step only; SKIP_GRIMACE=1 leaves it out. The committed detector was trained on
+# a 2-core CPU (GRIMACE_DEVICE=cpu there); another device or core count gives other floating-point
+# sums, so weights that differ in the last digits.
 set -euo pipefail
 work=${1:?usage: $0 WORKDIR}
 icu=${ICU:-icu}
@@ -28,5 +30,6 @@ if [ -z "${SKIP_TEMPORAL:-}" ]; then
     ${EPOCHS:+--epochs "$EPOCHS"} ${STOP_AFTER:+--stop-after "$STOP_AFTER"} ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"}
 fi
 if [ -z "${SKIP_GRIMACE:-}" ]; then
-  $icu train-grimace --data "$work/clips" --weights "$work/model/model.pt" --workers "$workers"
+  $icu train-grimace --data "$work/clips" --weights "$work/model/model.pt" --workers "$workers" \
+    ${GRIMACE_DEVICE:+--device "$GRIMACE_DEVICE"}
 fi

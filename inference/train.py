@@ -294,6 +294,9 @@ def train(
             break
     if (out / "model.pt").exists() and loaded_val:
         best = load_weights(out / "model.pt", target)
+        if best.grimace_detector is not None:  # kept from icu train-grimace: it reads its own frames
+            loaded_val = list(load_clips(val_clips, model_config, workers=workers,
+                                         grimace=best.grimace_detector.config))  # fmt: skip
         rules, fits = fit_decision_rules(best, loaded_val, target)
         write_decision_rules(out / "model.pt", rules, fits)
     return state
@@ -376,15 +379,23 @@ def save_weights(
     data: Path,
     epoch: int,
 ) -> None:
-    torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
-    (out / "model.json").write_text(
-        json.dumps(
-            {"model": model.config.name, "config": config_name, "model_config": model.config.to_dict(),
-             "train_config": asdict(train_config), "validation": metrics, "data": str(data), "epoch": epoch,
-             "icu_watch": __version__, "synthetic_training_data": True, "clinically_validated": False},
-            indent=2, sort_keys=True,
-        ) + "\n"
-    )  # fmt: skip
+    saved: dict[str, Any] = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
+    record: dict[str, Any] = {
+        "model": model.config.name, "config": config_name, "model_config": model.config.to_dict(),
+        "train_config": asdict(train_config), "validation": metrics, "data": str(data), "epoch": epoch,
+        "icu_watch": __version__, "synthetic_training_data": True, "clinically_validated": False,
+    }  # fmt: skip
+    # A grimace detector added by icu train-grimace does not depend on the temporal weights: a
+    # better epoch (a resumed run) keeps it, with its record.
+    if (out / "model.pt").exists():
+        previous = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+        if "grimace" in previous:
+            saved["grimace"] = previous["grimace"]
+            card = out / "model.json"
+            if card.exists() and "grimace_detector" in (kept := json.loads(card.read_text())):
+                record["grimace_detector"] = kept["grimace_detector"]
+    torch.save(saved, out / "model.pt")
+    (out / "model.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def load_decision_rules(path: Path) -> DecisionRules:

@@ -18,6 +18,7 @@ from inference.grimace import (
     GrimaceNet,
     augment_greyscale,
     grimace_logits,
+    grimace_readings,
     sigmoid,
     to_grimace_input,
 )
@@ -82,6 +83,13 @@ def test_the_detector_scores_each_frame_and_maps_where_it_looked() -> None:
     logits = net(frames)
     assert bool((logits >= scores.mean(1) - 1e-5).all())
     assert bool((logits <= scores.max(1).values + 1e-5).all())
+    # Evidence pools the map's shares over 2x2 blocks, an odd side's last block partly empty:
+    # the shares still sum to one.
+    odd = GrimaceNet(GrimaceConfig(width=72, height=48)).eval()
+    _, saliency = grimace_readings(odd, np.random.default_rng(0).integers(0, 255, (2, 48, 72), np.uint8),
+                                   torch.device("cpu"))  # fmt: skip
+    assert saliency.shape == (2, 3, 5)
+    np.testing.assert_allclose(saliency.sum(axis=(1, 2)), [1.0, 1.0], atol=1e-5)
     assert GrimaceConfig.from_dict(GrimaceConfig(width=160, height=120).to_dict()) == GrimaceConfig(160, 120)
     with pytest.raises(ValueError, match="multiples of 8"):
         GrimaceConfig(width=100, height=120)
@@ -176,6 +184,14 @@ def test_train_grimace_refuses_what_it_cannot_use(
         path.write_text(dump_json({"fps": 10, "labels": {"apnea": [0] * 40}}))
     with pytest.raises(TrainError, match="labelling grimace"):
         train_grimace(data=unlabelled, weights=weights, config=FAST, device="cpu")
+    checkpoint = tmp_path / "last.pt"  # icu train's resume checkpoint has a config but no weights entry
+    torch.save({"model_config": torch.load(weights, weights_only=True)["model_config"], "model": {}}, checkpoint)
+    with pytest.raises(TrainError, match=r"last\.pt is a checkpoint"):
+        train_grimace(data=pattern_clips, weights=checkpoint, config=FAST, device="cpu")
+    broken = tmp_path / "broken.pt"  # refused before training, not after it
+    torch.save({**torch.load(weights, weights_only=True), "decision": {"smile": {}}}, broken)
+    with pytest.raises(TrainError, match="does not load"):
+        train_grimace(data=pattern_clips, weights=broken, config=FAST, device="cpu")
     not_weights = tmp_path / "other.pt"
     torch.save({"something": 1}, not_weights)
     with pytest.raises(TrainError, match=r"not a model\.pt"):
@@ -185,3 +201,21 @@ def test_train_grimace_refuses_what_it_cannot_use(
     # The CLI names the problem instead of a traceback.
     assert main(["train-grimace", "--data", str(pattern_clips), "--weights", str(tmp_path / "none.pt")]) == 2
     assert "no model file" in capsys.readouterr().err
+
+
+def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
+    pattern_clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tiny_weights(tmp_path / "model.pt")
+    args = ["train-grimace", "--data", str(pattern_clips), "--weights", str(weights), "--steps", "20",
+            "--plain-steps", "10", "--seed", "3", "--device", "cpu", "--workers", "1"]  # fmt: skip
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["step"] == 20  # the one augmented validation, at the end
+    assert printed["decision"] == torch.load(weights, weights_only=True)["decision"]["grimace"]
+    record = json.loads(weights.with_suffix(".json").read_text())["grimace_detector"]
+    assert record["train_config"]["steps"] == 20
+    assert record["train_config"]["plain_steps"] == 10
+    assert record["train_config"]["seed"] == 3
+    assert main([*args[:-6], "--steps", "5", "--plain-steps", "10"]) == 2
+    assert "plain steps" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import torch
 from icu.cli import main
 from inference.data import ClipBank, LoadedClip, augment
 from inference.decisions import DecisionRule, DecisionRules
+from inference.grimace import GrimaceConfig, GrimaceNet
 from inference.metrics import FINDINGS
 from inference.model import align_outputs, build_model
 from inference.train import (
@@ -274,3 +275,27 @@ def test_frame_predictions_withhold_the_rate_where_apnea_is_decided() -> None:
     held = frame_predictions(predicted, DecisionRules(apnea=DecisionRule(on=0.6, off=0.4, hold=2)))
     assert held["apnea"].tolist() == [1, 1, 1, 1, 1, 0]
     assert held["resp_rate_bpm"] == [None] * 5 + [14.0]
+
+
+def test_a_resumed_run_keeps_the_grimace_detector_icu_train_grimace_added(clips: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    train(data=clips, config="temporal-tiny", out=out, epochs=1, progress=False)
+    weights = out / "model.pt"
+    detector = GrimaceNet(GrimaceConfig(width=64, height=48, channels=(4, 8, 8)))
+    saved = torch.load(weights, weights_only=True)
+    saved["grimace"] = {"config": detector.config.to_dict(), "state_dict": detector.state_dict()}
+    torch.save(saved, weights)
+    card = json.loads((out / "model.json").read_text())
+    (out / "model.json").write_text(json.dumps({**card, "grimace_detector": {"step": 7}}))
+    # More epochs: the end-of-training fit reads the detector's frames, and a better epoch keeps it.
+    train(data=clips, config="temporal-tiny", out=out, resume=True, epochs=3, progress=False)
+    model = load_weights(weights)
+    assert model.grimace_detector is not None
+    kept = model.grimace_detector.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in detector.state_dict().items())
+    assert json.loads((out / "model.json").read_text())["grimace_detector"] == {"step": 7}
+    # Whichever epoch was best, saving better weights over them keeps the detector and its record.
+    fresh = build_model(config=load_variant("temporal-tiny")[0])
+    save_weights(fresh, out, metrics={}, config_name="temporal-tiny", train_config=TrainConfig(), data=clips, epoch=9)
+    assert load_weights(weights).grimace_detector is not None
+    assert json.loads((out / "model.json").read_text())["grimace_detector"] == {"step": 7}
