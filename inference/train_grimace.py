@@ -4,9 +4,10 @@ store it in a temporal model's weights file, with the grimace decision rule fitt
 Seeded and step-counted, so the same data, seed, steps, device and thread count give the same
 weights.
 Batches are half grimacing frames and half not (grimace is rare). The first ``plain_steps``
-steps see the frames as they are: the detector has to find faces before anything else. With the
-full augmentation from the first step it stayed at chance (loss 0.693 for 1,100 steps in the
-trial that chose this), where plain frames took it below 0.4 by step 600. After them every
+steps see the frames as they are: the detector has to find faces before anything else. In the
+trial that chose this, brightness, offset and noise augmentation (and a learning rate of 2e-3)
+from the first step kept it at chance (loss 0.693 for 1,100 steps), where plain frames at 1e-3
+took it below 0.4 by step 600. After them every
 batch is augmented (:func:`augment_greyscale`). The weights kept are those of the augmented steps
 with the best frame F1 on the validation clips, checked every ``val_every`` steps.
 """
