@@ -526,6 +526,12 @@ def _cmd_fit_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_clip_job_flags(parser: argparse.ArgumentParser) -> None:
+    """--device and --workers of the commands that run a model over a clip set."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+
+
 def _cmd_train_grimace(args: argparse.Namespace) -> int:
     from inference.decisions import DecisionRuleError
     from inference.evaluate import EvalError
@@ -1173,7 +1179,6 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--out", type=Path, required=True, help="output folder")
     training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     training.add_argument("--epochs", type=int, help="override the config's epoch count")
-    training.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     training.add_argument(
         "--max-minutes",
         type=float,
@@ -1185,7 +1190,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCH",
         help="end training after this epoch, keeping the learning-rate schedule of the full epoch count",
     )
-    training.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+    _add_clip_job_flags(training)
     training.set_defaults(handler=_cmd_train)
 
     evaluation = commands.add_parser(
@@ -1239,8 +1244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting.add_argument("--weights", type=Path, required=True, help="model.pt to fit and update in place")
     fitting.add_argument("--data", type=Path, required=True, help="labelled clip directory (clip dataset format)")
-    fitting.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    fitting.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+    _add_clip_job_flags(fitting)
     fitting.set_defaults(handler=_cmd_fit_decisions)
 
     grimace = commands.add_parser(
@@ -1255,16 +1259,14 @@ def build_parser() -> argparse.ArgumentParser:
         "written into --weights (a model.pt of icu train, updated in place, and the .json beside it) with the "
         "grimace decision rule fitted again on the validation clips; icu infer and icu eval then take grimace from "
         "the detector. About 25 minutes for the default 8000 steps on two CPU cores, loading the clips included. "
-        "Trained on synthetic data; not "
-        "clinically validated.",
+        "Trained on synthetic data; not clinically validated.",
     )
     grimace.add_argument("--data", type=Path, required=True, help="clip directory labelling grimace")
     grimace.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
     grimace.add_argument("--steps", type=int, help="training steps (default 8000; at least --plain-steps)")
     grimace.add_argument("--plain-steps", type=int, help="steps without augmentation first (default 2000)")
     grimace.add_argument("--seed", type=int, help="random seed (default 0)")
-    grimace.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    grimace.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
+    _add_clip_job_flags(grimace)
     grimace.set_defaults(handler=_cmd_train_grimace)
     _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)

@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from icu.contracts import Detection, FrameHeader, Topic, decode, make_frame
 from icu.kafka import GracefulStop, close_producer, create_producer
 from inference.grimace import GrimaceNet
 from inference.model import TemporalNet, build_model
-from inference.train import load_variant, load_weights
+from inference.train import load_variant, load_weights, weights_contents
 from inference.worker import PACKAGED_VARIANT, InferenceWorker, InferSettings, build_engine, consume_loop
 from infra.broker import EmbeddedBroker
 from infra.topics import create_topics
@@ -52,13 +53,17 @@ def _model(weights: Path | None, device: torch.device) -> TemporalNet:
     return model.to(device).eval()
 
 
-def _save(model: TemporalNet, path: Path) -> None:
-    saved: dict[str, Any] = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
-    if model.grimace_detector is not None:
-        detector = model.grimace_detector
-        saved["grimace"] = {"config": detector.config.to_dict(), "state_dict": detector.state_dict()}
-        saved["state_dict"] = {k: v for k, v in saved["state_dict"].items() if not k.startswith("grimace_detector.")}
-    torch.save(saved, path)
+def _per_second(run: Callable[[], object], count: int, device: torch.device, repeats: int) -> float:
+    """Median items/s of ``run`` (``count`` items per call) over ``repeats`` calls after a warm-up."""
+    run()
+    runs = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        runs.append(count / (time.perf_counter() - began))
+    return round(statistics.median(runs), 1)
 
 
 @torch.no_grad()
@@ -67,42 +72,18 @@ def raw_throughput(model: TemporalNet, device: torch.device, *, repeats: int = 3
     frames_per_s: dict[str, float] = {}
     for batch in (1, 8, 32, 128):
         x = torch.rand(1, batch, 3, cfg.height, cfg.width, device=device)
-        model.frame_pair_features(x, x)  # warm-up
-        runs = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            model.frame_pair_features(x, x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            runs.append(batch / (time.perf_counter() - began))
-        frames_per_s[str(batch)] = round(statistics.median(runs), 1)
+        frames_per_s[str(batch)] = _per_second(lambda: model.frame_pair_features(x, x), batch, device, repeats)  # noqa: B023
     windows_per_s: dict[str, float] = {}
     for batch in (1, 8, 32):
         vectors = torch.rand(batch, 128, 2 * cfg.dim, device=device)
-        model.heads(vectors)
-        runs = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            model.heads(vectors)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            runs.append(batch / (time.perf_counter() - began))
-        windows_per_s[str(batch)] = round(statistics.median(runs), 1)
+        windows_per_s[str(batch)] = _per_second(lambda: model.heads(vectors), batch, device, repeats)  # noqa: B023
     result = {"encode_frames_per_s_by_batch": frames_per_s, "heads_windows_per_s_by_batch": windows_per_s}
-    if model.grimace_detector is not None:
-        detector = model.grimace_detector
+    detector = model.grimace_detector
+    if detector is not None:
         grimace_per_s: dict[str, float] = {}
         for batch in (1, 8, 32, 128):
             grey = torch.rand(batch, 1, detector.config.height, detector.config.width, device=device)
-            detector(grey)
-            runs = []
-            for _ in range(repeats):
-                began = time.perf_counter()
-                detector(grey)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                runs.append(batch / (time.perf_counter() - began))
-            grimace_per_s[str(batch)] = round(statistics.median(runs), 1)
+            grimace_per_s[str(batch)] = _per_second(lambda: detector(grey), batch, device, repeats)  # noqa: B023
         result["grimace_frames_per_s_by_batch"] = grimace_per_s
     return result
 
@@ -226,7 +207,7 @@ def bench_inference(
         weights_path = weights
         if weights_path is None:
             weights_path = Path(tmp) / "model.pt"
-            _save(model, weights_path)
+            torch.save(weights_contents(model), weights_path)
         live, drain = (
             worker_end_to_end(
                 broker,

@@ -41,13 +41,22 @@ def to_model_input(image_bgr: np.ndarray, config: ModelConfig) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
-def load_clip(clip: Clip, config: ModelConfig, grimace: GrimaceConfig | None = None) -> LoadedClip:
-    """A clip at the model's input, and for ``grimace`` also at the grimace detector's."""
+def decode_inputs(
+    video: Path, config: ModelConfig, grimace: GrimaceConfig | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A video's frames at the model's input, decoded once, and for ``grimace`` also at the
+    grimace detector's (else an empty list)."""
     small, grey = [], []
-    for image in decode(clip.video):
+    for image in decode(video):
         small.append(to_model_input(image, config))
         if grimace is not None:
             grey.append(to_grimace_input(image, grimace))
+    return small, grey
+
+
+def load_clip(clip: Clip, config: ModelConfig, grimace: GrimaceConfig | None = None) -> LoadedClip:
+    """A clip at the model's input, and for ``grimace`` also at the grimace detector's."""
+    small, grey = decode_inputs(clip.video, config, grimace)
     frames = np.stack(small)
     n = frames.shape[0]
     findings = np.zeros((n, len(FINDINGS)), np.float32)

@@ -85,16 +85,11 @@ def classical_predictions(clip: Clip) -> tuple[dict[str, Any], int]:
 def temporal_predictions(
     clip: Clip, model: Any, device: Any, rules: DecisionRules | None = None
 ) -> tuple[dict[str, Any], int]:
-    from inference.data import to_model_input
-    from inference.grimace import to_grimace_input
+    from inference.data import decode_inputs
     from inference.train import frame_predictions, predict_clip
 
     detector = model.grimace_detector
-    images, grey = [], []
-    for image in decode(clip.video):
-        images.append(to_model_input(image, model.config))
-        if detector is not None:
-            grey.append(to_grimace_input(image, detector.config))
+    images, grey = decode_inputs(clip.video, model.config, detector.config if detector is not None else None)
     if not images:
         raise EvalError(f"{clip.video}: no decodable frame")
     frames = np.stack(images)

@@ -76,8 +76,13 @@ class GrimaceNet(nn.Module):
         return self.score(self.body(frames))[:, 0]
 
     def forward(self, frames: Tensor) -> Tensor:
-        scores = self.score_map(frames).flatten(1)
-        return torch.logsumexp(scores, dim=1) - math.log(scores.shape[1])
+        return pool_scores(self.score_map(frames))
+
+
+def pool_scores(scores: Tensor) -> Tensor:
+    """A frame's logit from its score map (n, rows, cols): the log-mean-exp, a smooth maximum."""
+    flat = scores.flatten(1)
+    return torch.logsumexp(flat, dim=1) - math.log(flat.shape[1])
 
 
 def to_grimace_input(image_bgr: np.ndarray, config: GrimaceConfig) -> np.ndarray:
@@ -95,7 +100,7 @@ def as_tensor(frames: np.ndarray, device: torch.device) -> Tensor:
 @torch.no_grad()
 def grimace_logits(net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int = 256) -> np.ndarray:
     """Logits (n,) for uint8 greyscale frames (n, H, W), in batches."""
-    return grimace_readings(net, frames, device, batch=batch)[0]
+    return _read(net, frames, device, batch=batch, saliency=False)[0]
 
 
 @torch.no_grad()
@@ -105,19 +110,25 @@ def grimace_readings(
     """Logits (n,) and saliency (n, H/16, W/16) for uint8 greyscale frames (n, H, W), in batches.
     The saliency is each position's share of the frame's score (the softmax of the map, which
     is the gradient of the log-mean-exp), summed over 2x2 blocks: where the detector saw it."""
+    return _read(net, frames, device, batch=batch, saliency=True)
+
+
+def _read(
+    net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int, saliency: bool
+) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
-    logits, saliency = [], []
+    logits, shares = [], []
     for start in range(0, len(frames), batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             scores = net.score_map(as_tensor(frames[start : start + batch], device)).float()
-        n, rows, cols = scores.shape
-        flat = scores.flatten(1)
-        logits.append((torch.logsumexp(flat, dim=1) - math.log(flat.shape[1])).cpu())
-        share = torch.softmax(flat, dim=1).reshape(n, 1, rows, cols)
-        saliency.append(F.avg_pool2d(share, 2, ceil_mode=True, divisor_override=1)[:, 0].cpu())  # 2x2 sums
+        logits.append(pool_scores(scores).cpu())
+        if saliency:  # only the worker shows it (evidence); evaluation and training need the logit
+            n, rows, cols = scores.shape
+            share = torch.softmax(scores.flatten(1), dim=1).reshape(n, 1, rows, cols)
+            shares.append(F.avg_pool2d(share, 2, ceil_mode=True, divisor_override=1)[:, 0].cpu())  # 2x2 sums
     if not logits:
         return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
-    return torch.cat(logits).numpy(), torch.cat(saliency).numpy()
+    return torch.cat(logits).numpy(), torch.cat(shares).numpy() if shares else np.zeros((0, 0, 0), np.float32)
 
 
 def augment_greyscale(frames: Tensor, rng: np.random.Generator) -> Tensor:
@@ -158,6 +169,12 @@ def augment_greyscale(frames: Tensor, rng: np.random.Generator) -> Tensor:
     generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
     frames = frames + torch.randn(frames.shape, generator=generator, device=device) * draw(0.0, 0.04, 1, 1, 1)
     return frames.clamp_(0.0, 1.0)
+
+
+def stored_grimace(net: GrimaceNet) -> dict[str, Any]:
+    """What a ``model.pt`` keeps of a grimace detector (key ``"grimace"``): the inverse of
+    :func:`load_grimace`."""
+    return {"config": net.config.to_dict(), "state_dict": net.state_dict()}
 
 
 def load_grimace(saved: dict[str, Any], device: str | torch.device = "cpu") -> GrimaceNet | None:

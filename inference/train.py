@@ -31,7 +31,7 @@ from icu import __version__
 from inference.data import ClipBank, LoadedClip, augment, load_clips, split_clips
 from inference.decisions import DecisionRules, FitResult, decide, fit_rule
 from inference.evaluate import find_clips
-from inference.grimace import grimace_logits, load_grimace, sigmoid
+from inference.grimace import grimace_logits, load_grimace, sigmoid, stored_grimace
 from inference.metrics import FINDINGS, SplitScores
 from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
 
@@ -379,7 +379,7 @@ def save_weights(
     data: Path,
     epoch: int,
 ) -> None:
-    saved: dict[str, Any] = {"model_config": model.config.to_dict(), "state_dict": model.state_dict()}
+    saved = weights_contents(model)
     record: dict[str, Any] = {
         "model": model.config.name, "config": config_name, "model_config": model.config.to_dict(),
         "train_config": asdict(train_config), "validation": metrics, "data": str(data), "epoch": epoch,
@@ -396,6 +396,17 @@ def save_weights(
                 record["grimace_detector"] = kept["grimace_detector"]
     torch.save(saved, out / "model.pt")
     (out / "model.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def weights_contents(model: TemporalNet) -> dict[str, Any]:
+    """What a ``model.pt`` holds of ``model``: its config, the temporal model's weights and, apart
+    from them, its grimace detector when it has one (the inverse of :func:`load_weights_and_rules`,
+    less the decision rules)."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("grimace_detector.")}
+    saved: dict[str, Any] = {"model_config": model.config.to_dict(), "state_dict": state}
+    if model.grimace_detector is not None:
+        saved["grimace"] = stored_grimace(model.grimace_detector)
+    return saved
 
 
 def load_decision_rules(path: Path) -> DecisionRules:

@@ -41,6 +41,7 @@ from inference.grimace import (
     augment_greyscale,
     grimace_logits,
     sigmoid,
+    stored_grimace,
     to_grimace_input,
 )
 from inference.metrics import FindingScores
@@ -113,9 +114,14 @@ def learning_rate(step: int, config: GrimaceTrainConfig) -> float:
 def frame_scores(
     net: GrimaceNet, clips: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device
 ) -> dict[str, float]:
+    return scores_of([(grimace_logits(net, frames, device), labels) for frames, labels in clips])
+
+
+def scores_of(read: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Frame scores at the 0.5 threshold of (logits, labels) per clip."""
     scores = FindingScores()
-    for frames, labels in clips:
-        scores.add(grimace_logits(net, frames, device) >= 0.0, labels >= 0.5)
+    for logits, labels in read:
+        scores.add(logits >= 0.0, labels >= 0.5)
     return scores.summary()
 
 
@@ -191,8 +197,9 @@ def train_grimace(
                 best = (scores["f1"], step + 1, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
     assert best is not None
     net.load_state_dict(best[2])
-    validation = frame_scores(net, val, target)
-    fit = fit_rule([(sigmoid(grimace_logits(net, f, target)), y >= 0.5) for f, y in val])
+    read = [(grimace_logits(net, frames, target), labels) for frames, labels in val]  # once, for both
+    validation = scores_of(read)
+    fit = fit_rule([(sigmoid(logits), labels >= 0.5) for logits, labels in read])
     log.info("kept step %d: validation grimace F1 %.4f on every frame; decision rule %s (fitting score %.4f, "
              "plain 0.5 threshold %.4f)", best[1], validation["f1"], fit.rule.describe(), fit.score,
              fit.threshold_score)  # fmt: skip
@@ -207,7 +214,7 @@ def train_grimace(
     }
     rules = DecisionRules.from_dict(saved.get("decision"))
     rules = dataclasses.replace(rules, grimace=fit.rule)
-    saved["grimace"] = {"config": net_config.to_dict(), "state_dict": net.cpu().state_dict()}
+    saved["grimace"] = stored_grimace(net.cpu())
     saved["decision"] = rules.to_dict()
     torch.save(saved, weights)
     card = weights.with_suffix(".json")

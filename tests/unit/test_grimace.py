@@ -23,7 +23,7 @@ from inference.grimace import (
     to_grimace_input,
 )
 from inference.model import build_model
-from inference.train import TrainError, fit_decisions_on, load_weights_and_rules, predict_clip
+from inference.train import TrainError, fit_decisions_on, load_weights_and_rules, predict_clip, weights_contents
 from inference.train_grimace import GrimaceTrainConfig, load_greyscale, train_grimace
 from simulator.clips import VideoWriter, dump_json
 
@@ -68,7 +68,7 @@ def tiny_weights(path: Path) -> Path:
     torch.manual_seed(0)
     model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3, lookahead_frames=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+    torch.save(weights_contents(model), path)
     path.with_suffix(".json").write_text(json.dumps({"model": model.config.name}))
     return path
 

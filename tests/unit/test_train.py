@@ -13,7 +13,7 @@ import torch
 from icu.cli import main
 from inference.data import ClipBank, LoadedClip, augment
 from inference.decisions import DecisionRule, DecisionRules
-from inference.grimace import GrimaceConfig, GrimaceNet
+from inference.grimace import GrimaceConfig, GrimaceNet, stored_grimace
 from inference.metrics import FINDINGS
 from inference.model import align_outputs, build_model
 from inference.train import (
@@ -283,7 +283,7 @@ def test_a_resumed_run_keeps_the_grimace_detector_icu_train_grimace_added(clips:
     weights = out / "model.pt"
     detector = GrimaceNet(GrimaceConfig(width=64, height=48, channels=(4, 8, 8)))
     saved = torch.load(weights, weights_only=True)
-    saved["grimace"] = {"config": detector.config.to_dict(), "state_dict": detector.state_dict()}
+    saved["grimace"] = stored_grimace(detector)  # what icu train-grimace writes
     torch.save(saved, weights)
     card = json.loads((out / "model.json").read_text())
     (out / "model.json").write_text(json.dumps({**card, "grimace_detector": {"step": 7}}))
