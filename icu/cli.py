@@ -532,26 +532,31 @@ def _add_clip_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
 
 
-def _cmd_train_grimace(args: argparse.Namespace) -> int:
+def _cmd_train_detector(args: argparse.Namespace) -> int:
+    """icu train-grimace and icu train-twitch: the same flags, the same output."""
     from inference.decisions import DecisionRuleError
     from inference.evaluate import EvalError
     from inference.train import TrainError
     from inference.train_grimace import GrimaceTrainConfig, train_grimace
+    from inference.train_twitch import TwitchTrainConfig, train_twitch
 
     configure_logging("INFO")
-    defaults = GrimaceTrainConfig()
+    config_class, train = (
+        (GrimaceTrainConfig, train_grimace) if args.finding == "grimace" else (TwitchTrainConfig, train_twitch)
+    )
+    defaults = config_class()
     try:
-        config = GrimaceTrainConfig(
+        config = config_class(
             seed=defaults.seed if args.seed is None else args.seed,
             steps=defaults.steps if args.steps is None else args.steps,
             plain_steps=defaults.plain_steps if args.plain_steps is None else args.plain_steps,
         )
-        stored = train_grimace(data=args.data, weights=args.weights, config=config, device=args.device,
-                               workers=args.workers)  # fmt: skip
+        stored = train(data=args.data, weights=args.weights, config=config, device=args.device,  # type: ignore[arg-type]
+                       workers=args.workers)  # fmt: skip
     except (TrainError, EvalError, DecisionRuleError) as exc:
         raise ConfigError(str(exc)) from None
     print(json.dumps({"weights": str(args.weights), "step": stored["step"], "validation": stored["validation"],
-                      "decision": stored["decision"]["grimace"]}))  # fmt: skip
+                      "decision": stored["decision"][args.finding]}))  # fmt: skip
     return 0
 
 
@@ -1057,10 +1062,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_inference = bench.add_parser(
         "inference",
         help="model and worker throughput, window latency (targets: >= 8 beds at 10 fps on 2 CPU cores)",
-        description="Times the model's per-frame encoder (frames/s by batch), its grimace detector when it has one "
-        "(frames/s by batch) and its temporal heads (windows/s by batch), then one inference worker over --beds "
-        "simulated beds at 10 fps through an embedded broker: paced like live cameras (window latency p50/p99) and "
-        "unpaced (sustained frames/s, as a ratio of the raw model's per frame: encoder plus grimace detector).",
+        description="Times the model's per-frame encoder (frames/s by batch), its grimace and twitch detectors when "
+        "it has them (frames/s by batch) and its temporal heads (windows/s by batch), then one inference worker over "
+        "--beds simulated beds at 10 fps through an embedded broker: paced like live cameras (window latency "
+        "p50/p99) and unpaced (sustained frames/s, as a ratio of the raw model's per frame: encoder plus detectors).",
     )
     bench_inference.add_argument("--beds", type=int, default=8, help="simulated beds (default 8)")
     bench_inference.add_argument("--seconds", type=float, default=20.0, help="seconds of video per run (default 20)")
@@ -1201,10 +1206,11 @@ def build_parser() -> argparse.ArgumentParser:
         "apnea) frame precision/recall/F1, edit score and segmental F1@50; respiration rate MAE, share within "
         "2 breaths/min and coverage; frames/s. A finding the clips do not label, or the model does not predict, "
         "is null. Models: classical = the non-learned baseline (optical-flow respiration, amplitude apnea, "
-        "motion-burst twitch; no grimace); temporal = the learned model from --weights (grimace from the grimace "
-        "detector when the weights carry one, see icu train-grimace), each finding decided by the decision rules "
-        "stored with the weights (see --decisions and icu fit-decisions). The JSON then also holds the rules under "
-        '"decision" and where grimace came from under "grimace_from".',
+        "motion-burst twitch; no grimace); temporal = the learned model from --weights (grimace and twitch from "
+        "their detectors when the weights carry them, see icu train-grimace and icu train-twitch), each finding "
+        "decided by the decision rules stored with the weights (see --decisions and icu fit-decisions). The JSON "
+        'then also holds the rules under "decision" and where grimace and twitch came from under "grimace_from" '
+        'and "twitch_from".',
     )
     evaluation.add_argument(
         "target",
@@ -1261,13 +1267,31 @@ def build_parser() -> argparse.ArgumentParser:
         "the detector. About 25 minutes for the default 8000 steps on two CPU cores, loading the clips included. "
         "Trained on synthetic data; not clinically validated.",
     )
-    grimace.add_argument("--data", type=Path, required=True, help="clip directory labelling grimace")
-    grimace.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
-    grimace.add_argument("--steps", type=int, help="training steps (default 8000; at least --plain-steps)")
-    grimace.add_argument("--plain-steps", type=int, help="steps without augmentation first (default 2000)")
-    grimace.add_argument("--seed", type=int, help="random seed (default 0)")
-    _add_clip_job_flags(grimace)
-    grimace.set_defaults(handler=_cmd_train_grimace)
+    twitch = commands.add_parser(
+        "train-twitch",
+        help="train the twitch detector and store it in a temporal model's weights",
+        description="Trains the twitch detector, a small fully convolutional network over five consecutive frames "
+        "at 320x240 greyscale (a frame and its differences from the two frames before and the two after) that scores "
+        "the middle frame, with a soft maximum over positions, so it finds the jerking limb itself and learns from "
+        "per-frame twitch labels alone, on DIR in the clip dataset format (DIR/train + DIR/val, else a stable split "
+        "by clip id). Its samples are every twitching frame, every 10th frame of the rest and the two frames either "
+        "side of each twitching one. Seeded and counted in steps (batches of 32 samples, half twitching); the first "
+        "--plain-steps see the frames as they are (by default all of them), any after are augmented (rotation, zoom, "
+        "shift, brightness, gamma, noise; the same geometry and light for the five frames of a sample); the weights "
+        "with the best validation F1 (checked every 1000 steps) are kept. They are written into --weights (a "
+        "model.pt of icu train, updated in place, and the .json beside it) with the twitch decision rule fitted "
+        "again on the validation clips; icu infer and icu eval then take twitch from the detector. About 20 minutes "
+        "for the default 4000 steps on two CPU cores, loading included. The packaged weights carry none (see "
+        "MODEL_CARD.md). Trained on synthetic data; not clinically validated.",
+    )
+    for detector, finding, steps, plain in ((grimace, "grimace", 8000, 2000), (twitch, "twitch", 4000, 4000)):
+        detector.add_argument("--data", type=Path, required=True, help=f"clip directory labelling {finding}")
+        detector.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
+        detector.add_argument("--steps", type=int, help=f"training steps (default {steps}; at least --plain-steps)")
+        detector.add_argument("--plain-steps", type=int, help=f"steps without augmentation first (default {plain})")
+        detector.add_argument("--seed", type=int, help="random seed (default 0)")
+        _add_clip_job_flags(detector)
+        detector.set_defaults(handler=_cmd_train_detector, finding=finding)
     _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)
     _add_news2_parser(commands)

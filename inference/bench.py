@@ -1,17 +1,18 @@
 """`icu bench inference`: the model's raw throughput and the worker's, on this machine.
 
-- **raw model**: per-frame encoding (frames/s) by batch size, the grimace detector's frames/s
-  by batch size when the model has one, and the temporal heads over 128-frame windows
+- **raw model**: per-frame encoding (frames/s) by batch size, the grimace and twitch detectors'
+  frames/s by batch size when the model has them, and the temporal heads over 128-frame windows
   (windows/s) by batch size, on the selected device.
 - **worker, end to end**: N simulated beds publish JPEG frames at 10 fps to an embedded broker
   (pre-rendered, so rendering does not compete with the worker), one worker consumes them and
   publishes detections; reported: frames/s sustained against frames/s offered, window latency
   (detection time - capture time of the window's newest frame, ``window_end``) p50/p99, and the worker's frames/s
-  as a ratio of the raw model's per frame (the encoder and, when there is one, the grimace
-  detector, each at its best batch size).
+  as a ratio of the raw model's per frame (the encoder and, when it has them, the grimace and
+  twitch detectors, each at its best batch size).
 
 Weights do not change the cost: without ``weights`` the default variant's architecture, with a
-grimace detector as the packaged weights have, is timed with its initial weights.
+grimace detector as the packaged weights have, is timed with its initial weights; ``weights``
+with a twitch detector (``icu train-twitch``) time it too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _model(weights: Path | None, device: torch.device) -> TemporalNet:
         return load_weights(weights, device)
     config, _ = load_variant(PACKAGED_VARIANT)
     model = build_model(config=config)
-    model.grimace_detector = GrimaceNet()  # the packaged weights carry one
+    model.grimace_detector = GrimaceNet()  # the packaged weights carry one (and no twitch detector)
     return model.to(device).eval()
 
 
@@ -78,13 +79,18 @@ def raw_throughput(model: TemporalNet, device: torch.device, *, repeats: int = 3
         vectors = torch.rand(batch, 128, 2 * cfg.dim, device=device)
         windows_per_s[str(batch)] = _per_second(lambda: model.heads(vectors), batch, device, repeats)  # noqa: B023
     result = {"encode_frames_per_s_by_batch": frames_per_s, "heads_windows_per_s_by_batch": windows_per_s}
-    detector = model.grimace_detector
-    if detector is not None:
-        grimace_per_s: dict[str, float] = {}
+    detectors = (
+        ("grimace", model.grimace_detector, 1),
+        ("twitch", model.twitch_detector, model.twitch_detector.config.span if model.twitch_detector else 0),
+    )
+    for name, detector, frames_read in detectors:  # fmt: skip
+        if detector is None:
+            continue
+        per_s: dict[str, float] = {}
         for batch in (1, 8, 32, 128):
-            grey = torch.rand(batch, 1, detector.config.height, detector.config.width, device=device)
-            grimace_per_s[str(batch)] = _per_second(lambda: detector(grey), batch, device, repeats)  # noqa: B023
-        result["grimace_frames_per_s_by_batch"] = grimace_per_s
+            grey = torch.rand(batch, frames_read, detector.config.height, detector.config.width, device=device)
+            per_s[str(batch)] = _per_second(lambda: detector(grey), batch, device, repeats)  # noqa: B023
+        result[f"{name}_frames_per_s_by_batch"] = per_s
     return result
 
 
@@ -220,10 +226,13 @@ def bench_inference(
             )
             for prefix, paced in (("live", True), ("drain", False))
         )
-    # Per frame the raw model is the encoder and, when there is one, the grimace detector too.
-    best_raw = max(raw["encode_frames_per_s_by_batch"].values())
-    if "grimace_frames_per_s_by_batch" in raw:
-        best_raw = 1.0 / (1.0 / best_raw + 1.0 / max(raw["grimace_frames_per_s_by_batch"].values()))
+    # Per frame the raw model is the encoder and, when the model has them, the detectors too.
+    per_frame_s = sum(
+        1.0 / max(raw[key].values())
+        for key in ("encode_frames_per_s_by_batch", "grimace_frames_per_s_by_batch", "twitch_frames_per_s_by_batch")
+        if key in raw
+    )
+    best_raw = 1.0 / per_frame_s
     return {
         "device": str(target),
         "model": model.config.name,

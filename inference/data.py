@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from inference.evaluate import Clip, decode, find_clips
-from inference.grimace import GrimaceConfig, to_grimace_input
+from inference.grimace import FrameSize, to_grimace_input
 from inference.metrics import FINDINGS
 from inference.model import ModelConfig
 
@@ -32,7 +32,7 @@ class LoadedClip:
     findings: np.ndarray  # (time, 3) float32 0/1
     findings_mask: np.ndarray  # (time, 3) bool: labelled
     resp_rate: np.ndarray  # (time,) float32, NaN where unknown
-    grey: np.ndarray | None = None  # (time, H, W) uint8 as the grimace detector sees it, when asked for
+    grey: np.ndarray | None = None  # (time, H, W) uint8 as the detectors (grimace, twitch) see it, when asked for
 
 
 def to_model_input(image_bgr: np.ndarray, config: ModelConfig) -> np.ndarray:
@@ -42,21 +42,21 @@ def to_model_input(image_bgr: np.ndarray, config: ModelConfig) -> np.ndarray:
 
 
 def decode_inputs(
-    video: Path, config: ModelConfig, grimace: GrimaceConfig | None = None
+    video: Path, config: ModelConfig, grey: FrameSize | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A video's frames at the model's input, decoded once, and for ``grimace`` also at the
-    grimace detector's (else an empty list)."""
-    small, grey = [], []
+    """A video's frames at the model's input, decoded once, and for ``grey`` also greyscale at
+    that size, as the detectors read them (else an empty list)."""
+    small, greyscale = [], []
     for image in decode(video):
         small.append(to_model_input(image, config))
-        if grimace is not None:
-            grey.append(to_grimace_input(image, grimace))
-    return small, grey
+        if grey is not None:
+            greyscale.append(to_grimace_input(image, grey))
+    return small, greyscale
 
 
-def load_clip(clip: Clip, config: ModelConfig, grimace: GrimaceConfig | None = None) -> LoadedClip:
-    """A clip at the model's input, and for ``grimace`` also at the grimace detector's."""
-    small, grey = decode_inputs(clip.video, config, grimace)
+def load_clip(clip: Clip, config: ModelConfig, grey: FrameSize | None = None) -> LoadedClip:
+    """A clip at the model's input, and for ``grey`` also as the detectors read it."""
+    small, greyscale = decode_inputs(clip.video, config, grey)
     frames = np.stack(small)
     n = frames.shape[0]
     findings = np.zeros((n, len(FINDINGS)), np.float32)
@@ -72,20 +72,20 @@ def load_clip(clip: Clip, config: ModelConfig, grimace: GrimaceConfig | None = N
     resp = np.full(n, np.nan, np.float32)
     if rates is not None:
         resp[:] = [np.nan if r is None else float(r) for r in rates]
-    return LoadedClip(clip.clip_id, clip.fps, frames, findings, mask, resp, np.stack(grey) if grey else None)
+    return LoadedClip(clip.clip_id, clip.fps, frames, findings, mask, resp, np.stack(greyscale) if greyscale else None)
 
 
 def load_clips(
-    clips: Sequence[Clip], config: ModelConfig, *, workers: int | None = None, grimace: GrimaceConfig | None = None
+    clips: Sequence[Clip], config: ModelConfig, *, workers: int | None = None, grey: FrameSize | None = None
 ) -> Iterator[LoadedClip]:
     """:func:`load_clip` over many clips, in order, decoded in ``workers`` processes (default: one
     per CPU core; decoding H.264 is what makes a large clip set slow to load)."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(clips)))
     if workers == 1:
-        yield from (load_clip(clip, config, grimace) for clip in clips)
+        yield from (load_clip(clip, config, grey) for clip in clips)
         return
     with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(partial(load_clip, config=config, grimace=grimace), clips, chunksize=2)
+        yield from pool.map(partial(load_clip, config=config, grey=grey), clips, chunksize=2)
 
 
 def split_clips(directory: Path, val_share: float) -> tuple[list[Clip], list[Clip]]:

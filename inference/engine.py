@@ -2,7 +2,8 @@
 
 Each arriving frame is encoded once (the model's per-frame vector, computed in one batch for
 everything a poll brought, the grimace detector's logit when the weights carry one, see
-:mod:`inference.grimace`, plus the classical baseline's features) and kept in its bed's buffer
+:mod:`inference.grimace`, the twitch detector's logit for the frame ``neighbours`` frames before it
+when they carry that, see :mod:`inference.twitch`, plus the classical baseline's features) and kept in its bed's buffer
 (:mod:`inference.windows`). Every ``hop_s`` of capture time per bed, the temporal heads run over
 the bed's last ``window_frames`` vectors, batched across beds, and one :class:`Detection` is made
 for the frame the model's newest output describes (``lookahead_frames`` before the window's last
@@ -23,6 +24,7 @@ the finding was first decided for, with the model's attention over it
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import time
 from collections import deque
@@ -42,10 +44,13 @@ from inference.evidence import evidence_jpeg
 from inference.grimace import grimace_readings, sigmoid, to_grimace_input
 from inference.metrics import FINDINGS
 from inference.model import TemporalNet
+from inference.twitch import twitch_readings
 from inference.windows import WardBuffers, Window
 
 MIN_WINDOW_S = 2.0  # no detection for a bed until this much video is buffered
 GRIMACE = FINDINGS.index("grimace")
+TWITCH = FINDINGS.index("twitch")
+NO_READING = -30.0  # the twitch column of a track's first frames: no frame that far back to read
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class Keyframe:
     jpeg: bytes
     saliency: np.ndarray  # (grid,) attention over the token grid
     grimace_saliency: np.ndarray | None = None  # (rows, cols) where the grimace detector looked
+    twitch_saliency: np.ndarray | None = None  # (rows, cols) where the twitch detector looked, filled in later
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class BedState:
     keyframes: deque[Keyframe]
     track: Track
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
+    previous_grey: tuple[np.ndarray, ...] = ()  # the track's last frames as the twitch detector reads them
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
@@ -133,10 +140,17 @@ class InferenceEngine:
         self.beds: dict[str, BedState] = {}
         self.stats = EngineStats()
         self._vector_size = 2 * model.config.dim
-        # Per frame the buffer keeps: the model's vector, the grimace detector's logit, the
-        # classical baseline's cell flows and motion energy.
+        # Per frame the buffer keeps: the model's vector, the grimace detector's logit, the twitch
+        # detector's logit for the frame ``neighbours`` before (it reads a frame between its
+        # neighbours, so it can read it only then), the classical baseline's cell flows and
+        # motion energy.
         self._grimace = model.grimace_detector
+        self._twitch = model.twitch_detector
+        self._twitch_lag = self._twitch.config.neighbours if self._twitch is not None else 0
+        self._grey = model.detector_frames()
         self._grimace_column = self._vector_size
+        self._twitch_column = self._vector_size + 1
+        self._flow_column = self._vector_size + 2
         self._autocast = device.type == "cuda"
         self._min_frames = min(int(MIN_WINDOW_S * config.fps), config.window_frames)
         # Windows cut but not yet run, each with the newest frames' keyframes at its cut: a
@@ -170,9 +184,12 @@ class InferenceEngine:
         span = self.buffers.capacity / self.config.fps
         newest: dict[str, float | None] = {}
         previous_inputs: dict[str, np.ndarray | None] = {}
+        previous_greys: dict[str, tuple[np.ndarray, ...]] = {}
         stale: dict[str, int] = {}
         accepted: list[tuple[Frame, np.ndarray, bool]] = []
         inputs, previous, grey = [], [], []
+        stacks: list[np.ndarray] = []  # the twitch detector's input, for the frame lag frames before each
+        reads: list[int] = []  # which accepted frames brought a twitch reading
         for frame, image in frames:
             bed = frame.header.bed_id
             state = self.beds.get(bed)  # None for a new bed: created once encoding succeeds
@@ -191,8 +208,17 @@ class InferenceEngine:
             before = None if restart else previous_inputs.get(bed, state.previous_input if state else None)
             model_input = to_model_input(image, self.model.config)
             inputs.append(model_input)
-            if self._grimace is not None:
-                grey.append(to_grimace_input(image, self._grimace.config))
+            if self._grey is not None:
+                grey.append(to_grimace_input(image, self._grey))
+            if self._twitch is not None:
+                lag = self._twitch_lag
+                greys = () if restart else previous_greys.get(bed, state.previous_grey if state else ())
+                history = (*greys, grey[-1])  # the track's newest frames, at most 2 * lag + 1
+                if len(history) > lag:  # the frame lag frames back, between its neighbours; frames
+                    # before the track's first are its first, as when a clip is read from its start
+                    stacks.append(np.stack([history[0]] * (2 * lag + 1 - len(history)) + list(history)))
+                    reads.append(len(accepted))
+                previous_greys[bed] = history[-2 * lag :]
             previous.append(before if before is not None else model_input)
             previous_inputs[bed] = model_input
             newest[bed] = capture
@@ -207,6 +233,14 @@ class InferenceEngine:
             grimace_maps = list(maps)
         else:
             grimace = np.zeros(len(accepted), np.float32)  # a column all the same: the layout stays one
+        twitch = np.full(len(accepted), NO_READING, np.float32)
+        twitch_maps: list[np.ndarray | None] = [None] * len(accepted)
+        if stacks:
+            assert self._twitch is not None
+            logits, maps = twitch_readings(self._twitch, np.stack(stacks), self.device)
+            twitch[reads] = logits
+            for i, twitch_map in zip(reads, maps, strict=True):
+                twitch_maps[i] = twitch_map
         self.stats.encode_s += time.perf_counter() - began
         for frame, _, _ in accepted:
             if frame.header.bed_id not in self.beds:
@@ -214,21 +248,28 @@ class InferenceEngine:
         began = time.perf_counter()
         baseline = self._baseline_features(accepted)
         self.stats.baseline_s += time.perf_counter() - began
-        for (frame, _, restart), vector, attention, grimace_logit, grimace_map, features in zip(
-            accepted, vectors, saliency, grimace, grimace_maps, baseline, strict=True
-        ):
+        per_frame = zip(accepted, vectors, saliency, grimace, grimace_maps, twitch, twitch_maps, baseline, strict=True)
+        for (
+            frame,
+            _,
+            restart,
+        ), vector, attention, grimace_logit, grimace_map, twitch_logit, twitch_map, features in per_frame:
             bed = frame.header.bed_id
             state = self.beds[bed]
             state.previous_input, state.newest_s, state.stale = previous_inputs[bed], newest[bed], stale.get(bed, 0)
+            state.previous_grey = previous_greys.get(bed, ())
             if restart:
                 state.last_detection_s = -1e18  # the old timeline's last detection means nothing now
                 state.keyframes.clear()
                 state.track = self._new_track()
                 self.buffers.beds.pop(bed, None)
+            lag = self._twitch_lag
+            if twitch_map is not None and len(state.keyframes) >= lag:  # the reading is of lag frames back
+                state.keyframes[-lag] = dataclasses.replace(state.keyframes[-lag], twitch_saliency=twitch_map)
             state.keyframes.append(
                 Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention, grimace_map)
             )
-            data = np.concatenate([vector, [grimace_logit], features.cell_flow, [features.motion_energy]])
+            data = np.concatenate([vector, [grimace_logit, twitch_logit], features.cell_flow, [features.motion_energy]])
             data = data.astype(np.float32)
             buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
@@ -312,9 +353,14 @@ class InferenceEngine:
             described_rates = rates[i, length - m :][self._lookahead :]
             if len(described) == 0:  # less video than the lookahead: the newest output, for frame 0
                 described, described_rates = probabilities[i, -1:], rates[i, -1:]
-            if self._grimace is not None:  # the detector's own reading of each described frame
+            if self._grimace is not None or self._twitch is not None:
                 described = described.copy()
+            if self._grimace is not None:  # the detector's own reading of each described frame
                 described[:, GRIMACE] = sigmoid(window.data[: len(described), self._grimace_column])
+            if self._twitch is not None:  # a frame's twitch reading is kept with the frame lag after it
+                lag = self._twitch_lag
+                readings = window.data[lag : len(described) + lag, self._twitch_column]
+                described[: len(readings), TWITCH] = sigmoid(readings)
             state, track = self.beds[window.bed_id], pending[i][2]
             # The hop: the frames described since this track's previous detection (its first:
             # the last hop_s). Each reaches the deciders once, in order, however many frames a
@@ -359,7 +405,7 @@ class InferenceEngine:
         """``hop``: probabilities (frames, 3) of the frames described since the last detection,
         window indexes ``first`` onwards, and ``decided`` their decisions; the detection is for the
         last of them."""
-        flow = window.data[:, self._grimace_column + 1 : -1]
+        flow = window.data[:, self._flow_column : -1]
         energy = window.data[:, -1].astype(np.float64)
         classical = estimate_resp_rate(flow, self.config.fps) if len(flow) >= self.config.fps * 8 else None
         burst = bool(twitch_bursts(energy, self.config.fps)[-self._hop_frames :].any())
@@ -455,10 +501,11 @@ class InferenceEngine:
         if not kept or capture - kept[-1].capture_s > self.config.max_fill_s + half:
             return None
         keyframe = kept[-1]
-        if finding == Finding.GRIMACE and keyframe.grimace_saliency is not None:
-            # Grimace came from the grimace detector: show where it saw it.
-            rows, cols = keyframe.grimace_saliency.shape
-            saliency = keyframe.grimace_saliency.reshape(-1).astype(np.float64)
+        detector_saliency = {Finding.GRIMACE: keyframe.grimace_saliency, Finding.TWITCH: keyframe.twitch_saliency}
+        if (seen := detector_saliency.get(finding)) is not None:
+            # The finding came from its detector: show where it saw it.
+            rows, cols = seen.shape
+            saliency = seen.reshape(-1).astype(np.float64)
         else:
             rows, cols = self._grid
             saliency = keyframe.saliency.astype(np.float64)

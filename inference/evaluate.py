@@ -88,8 +88,7 @@ def temporal_predictions(
     from inference.data import decode_inputs
     from inference.train import frame_predictions, predict_clip
 
-    detector = model.grimace_detector
-    images, grey = decode_inputs(clip.video, model.config, detector.config if detector is not None else None)
+    images, grey = decode_inputs(clip.video, model.config, model.detector_frames())
     if not images:
         raise EvalError(f"{clip.video}: no decodable frame")
     frames = np.stack(images)
@@ -143,4 +142,5 @@ def evaluate(
         result["decision"] = rules.to_dict()
     if network is not None:
         result["grimace_from"] = "grimace detector" if network.grimace_detector is not None else "temporal head"
+        result["twitch_from"] = "twitch detector" if network.twitch_detector is not None else "temporal head"
     return result

@@ -20,14 +20,24 @@ is not used. ``icu train-grimace`` trains it and stores it there.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+
+class FrameSize(Protocol):
+    """A detector's input size: both detectors read greyscale frames of one size."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -54,22 +64,29 @@ def _stage(inputs: int, outputs: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.GELU())
 
 
+def detector_body(inputs: int, channels: tuple[int, int, int]) -> nn.Sequential:
+    """The detectors' body (grimace, twitch): 4x4 patches (cheap at camera resolution), a stride-2
+    stage and two more convolutions, so each position of the map it gives (H/8, W/8) sees a
+    44-pixel square of the input's ``inputs`` channels."""
+    c1, c2, c3 = channels
+    return nn.Sequential(
+        nn.Conv2d(inputs, c1, 4, 4, bias=False),
+        nn.BatchNorm2d(c1),
+        nn.GELU(),
+        _stage(c1, c2, 2),
+        _stage(c2, c3, 1),
+        _stage(c3, c3, 1),
+    )
+
+
 class GrimaceNet(nn.Module):
     """Greyscale frames (n, 1, H, W) in [0, 1] -> grimace logits (n,); see the module docstring."""
 
     def __init__(self, config: GrimaceConfig | None = None) -> None:
         super().__init__()
         self.config = config or GrimaceConfig()
-        c1, c2, c3 = self.config.channels
-        self.body = nn.Sequential(
-            nn.Conv2d(1, c1, 4, 4, bias=False),  # 4x4 patches: cheap at camera resolution
-            nn.BatchNorm2d(c1),
-            nn.GELU(),
-            _stage(c1, c2, 2),
-            _stage(c2, c3, 1),
-            _stage(c3, c3, 1),
-        )
-        self.score = nn.Conv2d(c3, 1, 1)
+        self.body = detector_body(1, self.config.channels)
+        self.score = nn.Conv2d(self.config.channels[2], 1, 1)
 
     def score_map(self, frames: Tensor) -> Tensor:
         """Per-position logits (n, H/8, W/8)."""
@@ -85,8 +102,17 @@ def pool_scores(scores: Tensor) -> Tensor:
     return torch.logsumexp(flat, dim=1) - math.log(flat.shape[1])
 
 
-def to_grimace_input(image_bgr: np.ndarray, config: GrimaceConfig) -> np.ndarray:
-    """One frame as the grimace detector sees it: greyscale at the configured size, uint8."""
+def score_shares(scores: Tensor) -> Tensor:
+    """Each position's share of the frame's logit (the softmax of the map (n, rows, cols), the
+    gradient of the log-mean-exp), summed over 2x2 blocks: (n, rows/2, cols/2), where the
+    detector saw what it scored."""
+    n, rows, cols = scores.shape
+    share = torch.softmax(scores.flatten(1), dim=1).reshape(n, 1, rows, cols)
+    return F.avg_pool2d(share, 2, ceil_mode=True, divisor_override=1)[:, 0]
+
+
+def to_grimace_input(image_bgr: np.ndarray, config: FrameSize) -> np.ndarray:
+    """One frame as the detectors see it (grimace and twitch): greyscale at the configured size, uint8."""
     if image_bgr.shape[1] != config.width or image_bgr.shape[0] != config.height:
         image_bgr = cv2.resize(image_bgr, (config.width, config.height), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
@@ -123,9 +149,7 @@ def _read(
             scores = net.score_map(as_tensor(frames[start : start + batch], device)).float()
         logits.append(pool_scores(scores).cpu())
         if saliency:  # only the worker shows it (evidence); evaluation and training need the logit
-            n, rows, cols = scores.shape
-            share = torch.softmax(scores.flatten(1), dim=1).reshape(n, 1, rows, cols)
-            shares.append(F.avg_pool2d(share, 2, ceil_mode=True, divisor_override=1)[:, 0].cpu())  # 2x2 sums
+            shares.append(score_shares(scores).cpu())
     if not logits:
         return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
     return torch.cat(logits).numpy(), torch.cat(shares).numpy() if shares else np.zeros((0, 0, 0), np.float32)
@@ -179,10 +203,21 @@ def stored_grimace(net: GrimaceNet) -> dict[str, Any]:
 
 def load_grimace(saved: dict[str, Any], device: str | torch.device = "cpu") -> GrimaceNet | None:
     """The grimace detector stored in a loaded ``model.pt`` (key ``"grimace"``), or None."""
-    stored = saved.get("grimace")
+    return load_stored(saved, "grimace", lambda config: GrimaceNet(GrimaceConfig.from_dict(config)), device)
+
+
+Net = TypeVar("Net", bound=nn.Module)
+
+
+def load_stored(
+    saved: dict[str, Any], key: str, build: Callable[[dict[str, Any]], Net], device: str | torch.device
+) -> Net | None:
+    """A detector stored under ``key`` of a loaded ``model.pt`` (``{"config", "state_dict"}``),
+    built from its config by ``build``, in eval mode on ``device``; None when there is none."""
+    stored = saved.get(key)
     if stored is None:
         return None
-    net = GrimaceNet(GrimaceConfig.from_dict(stored["config"]))
+    net = build(stored["config"])
     net.load_state_dict(stored["state_dict"])
     return net.to(device).eval()
 

@@ -22,6 +22,9 @@ Heads, per described frame: logits for grimace, twitch and apnea, and the respir
 (breaths/min), regressed directly from the temporal features. Weights that carry a grimace
 detector (:mod:`inference.grimace`, a second network at camera resolution) take the grimace
 probability from it instead of from the grimace head: at 128x96 a face is too small to read.
+Likewise weights that carry a twitch detector (:mod:`inference.twitch`, over three consecutive
+frames at camera resolution) take the twitch probability from it: a jerk of one to three frames
+moves a limb by a pixel or two at 128x96.
 
 Pure torch (no torchvision): builds on CPU and CUDA alike.
 """
@@ -35,8 +38,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from inference.grimace import GrimaceNet
+from inference.grimace import FrameSize, GrimaceNet
 from inference.metrics import FINDINGS
+from inference.twitch import TwitchNet
 
 APPEARANCE_POOLS = ("mean", "attention")
 RR_SCALE = 30.0  # the rate head predicts breaths/min divided by this (targets near 0.3-1.0)
@@ -146,6 +150,17 @@ class TemporalNet(nn.Module):
         # Trained apart and stored under its own key (icu train-grimace); when present it gives
         # the grimace probability and the grimace head above is not used.
         self.grimace_detector: GrimaceNet | None = None
+        # Likewise for twitch (icu train-twitch).
+        self.twitch_detector: TwitchNet | None = None
+
+    def detector_frames(self) -> FrameSize | None:
+        """The greyscale frame size the detectors read (both read the same frames), or None
+        without detectors."""
+        sizes = {(d.config.width, d.config.height) for d in (self.grimace_detector, self.twitch_detector) if d}
+        if len(sizes) > 1:
+            raise ValueError(f"the grimace and twitch detectors read different frame sizes {sorted(sizes)}")
+        detector = self.grimace_detector or self.twitch_detector
+        return None if detector is None else detector.config
 
     def frame_features(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame fused vectors (batch, time, 2*dim) and saliency (batch, time, grid)."""

@@ -3,7 +3,8 @@
 # training and validation clips with the simulator and trains temporal-small-attnpool on them; at
 # its end, icu train fits the weights' decision rules on the validation clips (icu fit-decisions).
 # Then icu train-grimace trains the grimace detector on the same clips and adds it to the weights
-# (with the grimace decision rule fitted again for it).
+# (with the grimace decision rule fitted again for it). The committed weights carry no twitch
+# detector (MODEL_CARD.md says why); TWITCH=1 adds one with icu train-twitch, the same way.
 # Score the result with icu eval on freshly generated test and unseen splits; MODEL_CARD.md has
 # the figures this gave.
 #
@@ -14,10 +15,11 @@
 # CONFIG trains another variant (default temporal-small-attnpool, the committed one).
 # STOP_AFTER ends training after that epoch; MAX_MINUTES ends it on time instead.
 # Needs a GPU to finish in minutes; on a laptop CPU it takes days (icu train-grimace alone takes
-# about 25 minutes on two CPU cores). SKIP_TEMPORAL=1 keeps an existing WORKDIR/model/model.pt and
-# runs the grimace step only; SKIP_GRIMACE=1 leaves it out. The committed detector was trained on
-# a 2-core CPU (GRIMACE_DEVICE=cpu there); another device or core count gives other floating-point
-# sums, so weights that differ in the last digits.
+# about 25 minutes on two CPU cores, icu train-twitch about 20). SKIP_TEMPORAL=1 keeps an existing
+# WORKDIR/model/model.pt and runs the detector steps only; SKIP_GRIMACE=1 leaves the grimace
+# detector out. The committed detector was trained on a 2-core CPU (DETECTOR_DEVICE=cpu there);
+# another device or core count gives other floating-point sums, so weights that differ in the
+# last digits.
 set -euo pipefail
 work=${1:?usage: $0 WORKDIR}
 icu=${ICU:-icu}
@@ -31,5 +33,9 @@ if [ -z "${SKIP_TEMPORAL:-}" ]; then
 fi
 if [ -z "${SKIP_GRIMACE:-}" ]; then
   $icu train-grimace --data "$work/clips" --weights "$work/model/model.pt" --workers "$workers" \
-    ${GRIMACE_DEVICE:+--device "$GRIMACE_DEVICE"}
+    ${DETECTOR_DEVICE:+--device "$DETECTOR_DEVICE"}
+fi
+if [ -n "${TWITCH:-}" ]; then
+  $icu train-twitch --data "$work/clips" --weights "$work/model/model.pt" --workers "$workers" \
+    ${DETECTOR_DEVICE:+--device "$DETECTOR_DEVICE"}
 fi

@@ -34,8 +34,13 @@ from inference.evaluate import find_clips
 from inference.grimace import grimace_logits, load_grimace, sigmoid, stored_grimace
 from inference.metrics import FINDINGS, SplitScores
 from inference.model import ModelConfig, TemporalNet, align_outputs, build_model
+from inference.twitch import load_twitch, stored_twitch, twitch_logits
 
 log = logging.getLogger(__name__)
+
+DETECTOR_KEYS = ("grimace", "twitch")
+"""The ``model.pt`` keys of the detectors trained apart from the temporal model (icu train-grimace,
+icu train-twitch); each has its record under ``<key>_detector`` in the ``.json``."""
 
 
 class TrainError(ValueError):
@@ -123,17 +128,21 @@ def predict_clip(
 ) -> dict[str, np.ndarray]:
     """Per-frame probabilities and rate for a whole clip (uint8 frames (time, H, W, 3)), each
     frame given the output that describes it (see the model's lookahead). A model with a grimace
-    detector takes grimace from it, over ``grey`` (the same frames as it sees them, (time, H, W))."""
+    or twitch detector takes that finding from it, over ``grey`` (the same frames as the detectors
+    see them, (time, H, W))."""
     model.eval()
     tensor = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)[None]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model(tensor)
     lookahead = model.config.lookahead_frames
     probabilities = torch.sigmoid(align_outputs(out["findings"].float(), lookahead)[0]).cpu().numpy()
-    if model.grimace_detector is not None:
-        if grey is None or len(grey) != len(frames):
-            raise ValueError("this model has a grimace detector: pass its greyscale frames, one per frame")
+    if model.detector_frames() is not None and (grey is None or len(grey) != len(frames)):
+        raise ValueError("this model has a grimace or twitch detector: pass its greyscale frames, one per frame")
+    assert grey is not None or model.detector_frames() is None
+    if model.grimace_detector is not None and grey is not None:
         probabilities[:, FINDINGS.index("grimace")] = sigmoid(grimace_logits(model.grimace_detector, grey, device))
+    if model.twitch_detector is not None and grey is not None:
+        probabilities[:, FINDINGS.index("twitch")] = sigmoid(twitch_logits(model.twitch_detector, grey, device))
     return {
         "probabilities": probabilities,
         "resp_rate": align_outputs(out["resp_rate"].float(), lookahead)[0].cpu().numpy(),
@@ -294,9 +303,8 @@ def train(
             break
     if (out / "model.pt").exists() and loaded_val:
         best = load_weights(out / "model.pt", target)
-        if best.grimace_detector is not None:  # kept from icu train-grimace: it reads its own frames
-            loaded_val = list(load_clips(val_clips, model_config, workers=workers,
-                                         grimace=best.grimace_detector.config))  # fmt: skip
+        if (grey := best.detector_frames()) is not None:  # kept detectors (icu train-grimace, -twitch) read their own
+            loaded_val = list(load_clips(val_clips, model_config, workers=workers, grey=grey))
         rules, fits = fit_decision_rules(best, loaded_val, target)
         write_decision_rules(out / "model.pt", rules, fits)
     return state
@@ -332,9 +340,9 @@ def fit_decisions_on(
         raise TrainError(f"--weights: no model file {weights}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_weights(weights, target)
-    grimace = model.grimace_detector.config if model.grimace_detector is not None else None
+    grey = model.detector_frames()
     clips = list(
-        tqdm(load_clips(find_clips(data), model.config, workers=workers, grimace=grimace), desc="loading", unit="clip")
+        tqdm(load_clips(find_clips(data), model.config, workers=workers, grey=grey), desc="loading", unit="clip")
     )
     rules, fits = fit_decision_rules(model, clips, target)
     if not fits:
@@ -385,27 +393,31 @@ def save_weights(
         "train_config": asdict(train_config), "validation": metrics, "data": str(data), "epoch": epoch,
         "icu_watch": __version__, "synthetic_training_data": True, "clinically_validated": False,
     }  # fmt: skip
-    # A grimace detector added by icu train-grimace does not depend on the temporal weights: a
-    # better epoch (a resumed run) keeps it, with its record.
+    # Detectors added by icu train-grimace and icu train-twitch do not depend on the temporal
+    # weights: a better epoch (a resumed run) keeps them, with their records.
     if (out / "model.pt").exists():
         previous = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
-        if "grimace" in previous:
-            saved["grimace"] = previous["grimace"]
-            card = out / "model.json"
-            if card.exists() and "grimace_detector" in (kept := json.loads(card.read_text())):
-                record["grimace_detector"] = kept["grimace_detector"]
+        card = out / "model.json"
+        kept = json.loads(card.read_text()) if card.exists() else {}
+        for key in DETECTOR_KEYS:
+            if key in previous:
+                saved[key] = previous[key]
+                if f"{key}_detector" in kept:
+                    record[f"{key}_detector"] = kept[f"{key}_detector"]
     torch.save(saved, out / "model.pt")
     (out / "model.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def weights_contents(model: TemporalNet) -> dict[str, Any]:
     """What a ``model.pt`` holds of ``model``: its config, the temporal model's weights and, apart
-    from them, its grimace detector when it has one (the inverse of :func:`load_weights_and_rules`,
-    less the decision rules)."""
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("grimace_detector.")}
+    from them, its grimace and twitch detectors when it has them (the inverse of
+    :func:`load_weights_and_rules`, less the decision rules)."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("grimace_detector.", "twitch_detector."))}
     saved: dict[str, Any] = {"model_config": model.config.to_dict(), "state_dict": state}
     if model.grimace_detector is not None:
         saved["grimace"] = stored_grimace(model.grimace_detector)
+    if model.twitch_detector is not None:
+        saved["twitch"] = stored_twitch(model.twitch_detector)
     return saved
 
 
@@ -416,13 +428,15 @@ def load_decision_rules(path: Path) -> DecisionRules:
 
 
 def load_weights_and_rules(path: Path, device: str | torch.device = "cpu") -> tuple[TemporalNet, DecisionRules]:
-    """The model of a ``model.pt`` (config included, with its grimace detector when it has one,
-    in eval mode) and its decision rules, from one read of the file: what the worker and
+    """The model of a ``model.pt`` (config included, with its grimace and twitch detectors when it
+    has them, in eval mode) and its decision rules, from one read of the file: what the worker and
     `icu eval` run with."""
     saved = torch.load(path, map_location=device, weights_only=True)
     model = build_model(config=ModelConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["state_dict"])
     model.grimace_detector = load_grimace(saved, device)
+    model.twitch_detector = load_twitch(saved, device)
+    model.detector_frames()  # refuses detectors that read different frames
     return model.to(device).eval(), DecisionRules.from_dict(saved.get("decision"))
 
 

@@ -182,6 +182,12 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
     else:
         detector = model.grimace_detector.config
         log.info("grimace from the grimace detector at %dx%d greyscale", detector.width, detector.height)
+    if model.twitch_detector is None:
+        log.info("no twitch detector in %s: twitch comes from the temporal model's own head", weights)
+    else:
+        twitch = model.twitch_detector.config
+        log.info("twitch from the twitch detector at %dx%d greyscale, each frame read between its neighbours "
+                 "(a reading lags its frame by one frame)", twitch.width, twitch.height)  # fmt: skip
     return InferenceEngine(model, config=config, device=device, model_version=version, rules=rules)
 
 

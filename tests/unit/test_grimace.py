@@ -22,10 +22,10 @@ from inference.grimace import (
     sigmoid,
     to_grimace_input,
 )
-from inference.model import build_model
-from inference.train import TrainError, fit_decisions_on, load_weights_and_rules, predict_clip, weights_contents
+from inference.train import TrainError, fit_decisions_on, load_weights_and_rules, predict_clip
 from inference.train_grimace import GrimaceTrainConfig, load_greyscale, train_grimace
 from simulator.clips import VideoWriter, dump_json
+from tests.unit.tiny_weights import tiny_weights
 
 FAST = GrimaceTrainConfig(steps=160, plain_steps=120, batch_size=16, frame_step=1, val_every=80, val_frame_step=1)
 
@@ -62,15 +62,6 @@ def pattern_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(2):
         write_pattern_clip(root / "val", f"val-{i}", seed=100 + i)
     return root
-
-
-def tiny_weights(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=3, lookahead_frames=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(weights_contents(model), path)
-    path.with_suffix(".json").write_text(json.dumps({"model": model.config.name}))
-    return path
 
 
 def test_the_detector_scores_each_frame_and_maps_where_it_looked() -> None:

@@ -17,6 +17,7 @@ from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
 from inference.grimace import GrimaceConfig, GrimaceNet, grimace_logits, sigmoid, to_grimace_input
 from inference.model import TemporalNet, build_model
 from inference.train import predict_clip
+from inference.twitch import TwitchConfig, TwitchNet
 from inference.windows import Window
 from simulator.bed import BedSimulation
 from simulator.scenario import load_scenario
@@ -138,19 +139,28 @@ def test_a_clock_that_jumps_back_restarts_the_bed(engine: InferenceEngine) -> No
     assert detections[-1].ts < T0
 
 
-@pytest.mark.parametrize("detector", [False, True], ids=["grimace head", "grimace detector"])
-def test_live_detections_match_offline_predictions_over_the_whole_clip(detector: bool) -> None:
+@pytest.mark.parametrize("detectors", ["", "grimace", "grimace+twitch"])
+def test_live_detections_match_offline_predictions_over_the_whole_clip(detectors: str) -> None:
     # A worker fed frame by frame computes what `icu eval` computes over the whole clip: the
     # described frame's grimace/apnea, the hop's highest twitch, the same respiration rate; with
-    # a grimace detector in the weights, grimace is the detector's reading of the described frame.
+    # a grimace detector in the weights, grimace is the detector's reading of the described frame,
+    # and with a twitch detector, twitch is its reading of each frame between its neighbours
+    # (made when the frame two after it arrived, kept in that frame's row).
     model = small_model().eval()
     head_only = small_model().eval()
     frames = frames_of("icu1-07", 6, seed=8)
     grey = None
-    if detector:
+    if detectors:
         model.grimace_detector = BrightnessDetector().eval()
         frames = with_brightness_steps(frames)
         grey = np.stack([to_grimace_input(image, model.grimace_detector.config) for _, image in frames])
+    if "twitch" in detectors:
+        model.twitch_detector = NeighbourDetector().eval()
+        # Two much brighter frames, each the first or the last of a hop: a twitch reading one
+        # frame off moves it into the neighbouring hop.
+        frames = [(f, cv2.add(image, np.full_like(image, 100)) if f.header.seq in (15, 34) else image)
+                  for f, image in frames]  # fmt: skip
+        grey = np.stack([to_grimace_input(image, model.twitch_detector.config) for _, image in frames])
     engine = InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"),
                              model_version="test-0")  # fmt: skip
     detections = []
@@ -161,12 +171,18 @@ def test_live_detections_match_offline_predictions_over_the_whole_clip(detector:
     offline = predict_clip(model, small, torch.device("cpu"), grey)
     probabilities, rates = offline["probabilities"], offline["resp_rate"]
     head = predict_clip(head_only, small, torch.device("cpu"))["probabilities"]
-    if detector:  # the detector's grimace, not the head's; the rest as before
+    if detectors:  # the detector's grimace, not the head's; the rest as before
         assert not np.allclose(probabilities[:, 0], head[:, 0], atol=1e-3)
         # Neighbouring frames read far apart, so a detection reading any other frame fails.
         assert np.abs(np.diff(probabilities[:, 0])).min() > 0.05
     else:
         np.testing.assert_allclose(probabilities[:, 1:], head[:, 1:], atol=1e-6)
+    if "twitch" in detectors:
+        assert not np.allclose(probabilities[:, 1], head[:, 1], atol=1e-3)
+        for shift in (-2, -1, 1, 2):  # readings a frame or two off would give other hop maxima
+            shifted = [probabilities[s - 9 + shift : s + 1 + shift, 1].max() for s in (14, 24, 34, 44)]
+            assert not np.allclose(shifted, [probabilities[s - 9 : s + 1, 1].max() for s in (14, 24, 34, 44)],
+                                   atol=1e-3)  # fmt: skip
     assert [d.seq for d in detections] == [14, 24, 34, 44, 54]
     for d in detections:  # the first window, shorter than the receptive field, is padded alike
         assert d.grimace == pytest.approx(probabilities[d.seq, 0], abs=1e-4)
@@ -174,6 +190,19 @@ def test_live_detections_match_offline_predictions_over_the_whole_clip(detector:
         assert d.twitch == pytest.approx(probabilities[d.seq - 9 : d.seq + 1, 1].max(), abs=1e-4)
         if d.resp_rate is not None:
             assert d.resp_rate == pytest.approx(rates[d.seq], abs=0.01)
+
+
+class NeighbourDetector(TwitchNet):
+    """A twitch detector whose reading follows the brightness of the frame it reads and of its
+    neighbours, each weighted differently: which frames it read is plain in a test."""
+
+    def __init__(self) -> None:
+        super().__init__(TwitchConfig(width=64, height=48, channels=(4, 8, 8), neighbours=2))
+
+    def score_map(self, stacks: torch.Tensor) -> torch.Tensor:
+        means = stacks.mean(dim=(2, 3))  # (n, 5): two frames before, the frame read, two after
+        level = (means[:, 2] - 0.75) * 8.0 + (means[:, 0] + means[:, 1] - means[:, 3] - 2 * means[:, 4]) * 1.5
+        return level[:, None, None].expand(-1, stacks.shape[2] // 8, stacks.shape[3] // 8)
 
 
 class BrightnessDetector(GrimaceNet):
@@ -280,6 +309,40 @@ def test_grimace_evidence_shows_where_the_grimace_detector_looked() -> None:
     expected = share.reshape(3, 2, 4, 2).sum(dim=(1, 3)).flatten()
     np.testing.assert_allclose(grimace.saliency, expected.numpy(), atol=1e-4)
     assert (twitch.saliency_rows, twitch.saliency_cols) == (12, 16)  # twitch keeps the model's attention
+
+
+def test_twitch_evidence_shows_where_the_twitch_detector_looked_on_its_keyframe() -> None:
+    model = small_model().eval()
+    torch.manual_seed(3)
+    detector = TwitchNet(TwitchConfig(width=64, height=48, channels=(4, 8, 8))).eval()
+    with torch.no_grad():
+        detector.score.bias.fill_(50.0)  # twitch on every frame
+        detector.score.weight.mul_(300.0)  # a map that varies from place to place and frame to frame
+    model.twitch_detector = detector
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32, evidence_cooldown_s=0.0),
+                             device=torch.device("cpu"), model_version="test-0")  # fmt: skip
+    frames = with_brightness_steps(frames_of("icu1-08", 3, seed=9))  # each stack unlike its neighbours
+    for poll in (0, 10, 20):  # a reading arrives two frames after its frame, across polls too
+        engine.add(frames[poll : poll + 10], arrival=float(poll))
+        engine.due()
+    twitch = [e for e in engine.take_evidence() if e.finding is Finding.TWITCH]
+    assert len(twitch) == 1
+    evidence = twitch[0]
+    assert (evidence.saliency_rows, evidence.saliency_cols) == (3, 4)
+    # The map of the keyframe's own reading: it between the two frames before and the two after.
+    grey = np.stack([to_grimace_input(image, detector.config) for _, image in frames])
+    stack = grey[evidence.seq - 2 : evidence.seq + 3]
+    with torch.no_grad():
+        scores = detector.score_map(torch.from_numpy(stack)[None].float() / 255)
+    share = torch.softmax(scores.flatten(), 0).reshape(6, 8)
+    expected = share.reshape(3, 2, 4, 2).sum(dim=(1, 3)).flatten()
+    np.testing.assert_allclose(evidence.saliency, expected.numpy(), atol=1e-4)
+    for offset in (-1, 1):  # the reading of a neighbouring frame's stack looks elsewhere
+        neighbour = grey[evidence.seq - 2 + offset : evidence.seq + 3 + offset]
+        with torch.no_grad():
+            other = detector.score_map(torch.from_numpy(neighbour)[None].float() / 255)
+        pooled = torch.softmax(other.flatten(), 0).reshape(3, 2, 4, 2).sum(dim=(1, 3)).flatten()
+        assert np.abs(pooled.numpy() - expected.numpy()).max() > 1e-2
 
 
 def test_evidence_is_rate_limited_per_bed_and_finding() -> None:

@@ -29,6 +29,7 @@ from inference.train import (
     score_of,
     train,
 )
+from inference.twitch import TwitchConfig, TwitchNet, stored_twitch
 from simulator.clips import plan_clip_set, write_clip
 
 
@@ -277,25 +278,35 @@ def test_frame_predictions_withhold_the_rate_where_apnea_is_decided() -> None:
     assert held["resp_rate_bpm"] == [None] * 5 + [14.0]
 
 
-def test_a_resumed_run_keeps_the_grimace_detector_icu_train_grimace_added(clips: Path, tmp_path: Path) -> None:
+def test_a_resumed_run_keeps_the_detectors_icu_train_grimace_and_twitch_added(clips: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     train(data=clips, config="temporal-tiny", out=out, epochs=1, progress=False)
     weights = out / "model.pt"
     detector = GrimaceNet(GrimaceConfig(width=64, height=48, channels=(4, 8, 8)))
+    twitch = TwitchNet(TwitchConfig(width=64, height=48, channels=(4, 8, 8)))
     saved = torch.load(weights, weights_only=True)
     saved["grimace"] = stored_grimace(detector)  # what icu train-grimace writes
+    saved["twitch"] = stored_twitch(twitch)  # and icu train-twitch
     torch.save(saved, weights)
     card = json.loads((out / "model.json").read_text())
-    (out / "model.json").write_text(json.dumps({**card, "grimace_detector": {"step": 7}}))
-    # More epochs: the end-of-training fit reads the detector's frames, and a better epoch keeps it.
+    records = {"grimace_detector": {"step": 7}, "twitch_detector": {"step": 8}}
+    (out / "model.json").write_text(json.dumps({**card, **records}))
+    # More epochs: the end-of-training fit reads the detectors' frames, and a better epoch keeps them.
     train(data=clips, config="temporal-tiny", out=out, resume=True, epochs=3, progress=False)
     model = load_weights(weights)
     assert model.grimace_detector is not None
+    assert model.twitch_detector is not None
     kept = model.grimace_detector.state_dict()
     assert all(torch.equal(kept[k], v) for k, v in detector.state_dict().items())
-    assert json.loads((out / "model.json").read_text())["grimace_detector"] == {"step": 7}
-    # Whichever epoch was best, saving better weights over them keeps the detector and its record.
+    kept = model.twitch_detector.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in twitch.state_dict().items())
+    written = json.loads((out / "model.json").read_text())
+    assert {k: written[k] for k in records} == records
+    # Whichever epoch was best, saving better weights over them keeps the detectors and their records.
     fresh = build_model(config=load_variant("temporal-tiny")[0])
     save_weights(fresh, out, metrics={}, config_name="temporal-tiny", train_config=TrainConfig(), data=clips, epoch=9)
-    assert load_weights(weights).grimace_detector is not None
-    assert json.loads((out / "model.json").read_text())["grimace_detector"] == {"step": 7}
+    again = load_weights(weights)
+    assert again.grimace_detector is not None
+    assert again.twitch_detector is not None
+    written = json.loads((out / "model.json").read_text())
+    assert {k: written[k] for k in records} == records

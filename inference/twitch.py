@@ -1,0 +1,150 @@
+"""The twitch detector: a small fully convolutional network over five consecutive frames at camera
+resolution (320x240 greyscale, the grimace detector's frames), scoring the middle one.
+
+Why a second network beside the temporal model: a myoclonic jerk is 50-250 ms, one to three
+frames at 10 fps, and a clonic seizure's jerks come three to five times a second with a frame or
+two of rest between them. A jerk of the head moves it by one or two camera pixels and rolls it a
+few degrees; at the temporal model's 128x96 that is under a pixel, and the temporal model, which
+sees each frame through a 16-pixel token grid, blurred isolated jerks into their neighbours
+(twitch F1 0.75 on the test split, segmental F1@50 0.43).
+
+A jerk is out and back: where the limb is, the jerking frames differ from the frames just before
+and just after the jerk, while slow movement (agitation, a blanket, a nurse) differs a little from
+each neighbour everywhere it moves, and steadily. So the network sees the frame and its
+differences from the two frames before and the two after (``neighbours``), and the frame it scores
+is the middle one: a reading comes two frames after the frame it describes. Like the grimace
+detector it is not told where the limbs are: each position of its output map scores a patch
+around it, and the frame's logit is the log-mean-exp of the map; the map's peak is where it saw
+the jerk.
+
+A model file carries it beside the temporal model (``model.pt`` key ``"twitch"``); when it is
+there, it gives the twitch probability of every frame and the temporal model's own twitch head
+is not used. ``icu train-twitch`` trains it and stores it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from inference.grimace import detector_body, load_stored, pool_scores, score_shares
+
+
+@dataclass(frozen=True)
+class TwitchConfig:
+    width: int = 320
+    height: int = 240
+    channels: tuple[int, int, int] = (16, 32, 32)  # 4x4 patches, a stride-2 stage, two more convolutions
+    # Frames on each side of the frame scored: a reading lags its frame by this many. Two, not
+    # one: a 250 ms jerk displaces the limb in three frames running, and the middle one differs
+    # little from either neighbour; two frames out it is back in place.
+    neighbours: int = 2
+
+    def __post_init__(self) -> None:
+        if self.width % 8 or self.height % 8 or self.width < 64 or self.height < 48:
+            raise ValueError(f"twitch input {self.width}x{self.height}: both multiples of 8, at least 64x48")
+        if len(self.channels) != 3 or min(self.channels) < 1:
+            raise ValueError(f"twitch channels {self.channels}: three positive widths")
+        if not 1 <= self.neighbours <= 5:
+            raise ValueError(f"twitch neighbours {self.neighbours}: 1 to 5 frames each side")
+
+    @property
+    def span(self) -> int:
+        """Frames one reading sees: the frame and its neighbours on both sides."""
+        return 2 * self.neighbours + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwitchConfig:
+        return cls(int(data["width"]), int(data["height"]), tuple(int(c) for c in data["channels"]),  # type: ignore[arg-type]
+                   int(data["neighbours"]))  # fmt: skip
+
+
+class TwitchNet(nn.Module):
+    """Frame stacks (n, span, H, W) in [0, 1], oldest first, the scored frame in the middle ->
+    twitch logits of the middle frames (n,); see the module docstring."""
+
+    def __init__(self, config: TwitchConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TwitchConfig()
+        # The grimace detector's body over the frame and its differences from its neighbours: a
+        # stride-2 stem instead of 4x4 patches was five times the cost per training step, and a
+        # patch of differences still shows a pixel of motion in it.
+        self.body = detector_body(self.config.span, self.config.channels)
+        self.score = nn.Conv2d(self.config.channels[2], 1, 1)
+
+    def score_map(self, stacks: Tensor) -> Tensor:
+        """Per-position logits (n, H/8, W/8)."""
+        middle = self.config.neighbours
+        current = stacks[:, middle : middle + 1]
+        others = torch.cat([stacks[:, :middle], stacks[:, middle + 1 :]], dim=1)
+        # Differences of a pixel or two of motion are a few grey levels: scaled up to the frame's range.
+        inputs = torch.cat([current, 4.0 * (current - others)], dim=1)
+        return self.score(self.body(inputs))[:, 0]
+
+    def forward(self, stacks: Tensor) -> Tensor:
+        return pool_scores(self.score_map(stacks))
+
+
+def frame_stacks(frames: np.ndarray, neighbours: int) -> np.ndarray:
+    """uint8 (n, H, W) consecutive frames -> (n, 2 * neighbours + 1, H, W): each frame with its
+    neighbours, oldest first, the first and last frames standing in for missing ones (a clip's
+    edges)."""
+    n = len(frames)
+    index = (np.arange(n)[:, None] + np.arange(-neighbours, neighbours + 1)[None]).clip(0, max(0, n - 1))
+    return frames[index]
+
+
+def stacks_tensor(stacks: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (n, span, H, W) -> float in [0, 1] on ``device``."""
+    return torch.from_numpy(stacks).to(device).float().div_(255.0)
+
+
+@torch.no_grad()
+def twitch_readings(
+    net: TwitchNet, stacks: np.ndarray, device: torch.device, *, batch: int = 128, saliency: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n,) and, when asked for, saliency (n, H/16, W/16) (see
+    :func:`inference.grimace.score_shares`) for frame stacks, uint8 (n, span, H, W), in batches."""
+    net.eval()
+    logits, shares = [], []
+    for start in range(0, len(stacks), batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            scores = net.score_map(stacks_tensor(stacks[start : start + batch], device)).float()
+        logits.append(pool_scores(scores).cpu())
+        if saliency:
+            shares.append(score_shares(scores).cpu())
+    if not logits:
+        return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(shares).numpy() if shares else np.zeros((0, 0, 0), np.float32)
+
+
+def twitch_logits(net: TwitchNet, frames: np.ndarray, device: torch.device, *, chunk: int = 256) -> np.ndarray:
+    """Logits (n,) of every frame of consecutive uint8 greyscale frames (n, H, W), ``chunk``
+    frames at a time (each read with its real neighbours; near a clip's first and last frames,
+    the edge frame stands in for missing ones)."""
+    k = net.config.neighbours
+    logits = []
+    for start in range(0, len(frames), chunk):
+        context = max(0, start - k)
+        stacks = frame_stacks(frames[context : start + chunk + k], k)
+        read = twitch_readings(net, stacks, device, saliency=False)[0]
+        logits.append(read[start - context :][: min(chunk, len(frames) - start)])
+    return np.concatenate(logits) if logits else np.zeros(0, np.float32)
+
+
+def stored_twitch(net: TwitchNet) -> dict[str, Any]:
+    """What a ``model.pt`` keeps of a twitch detector (key ``"twitch"``): the inverse of
+    :func:`load_twitch`."""
+    return {"config": net.config.to_dict(), "state_dict": net.state_dict()}
+
+
+def load_twitch(saved: dict[str, Any], device: str | torch.device = "cpu") -> TwitchNet | None:
+    """The twitch detector stored in a loaded ``model.pt`` (key ``"twitch"``), or None."""
+    return load_stored(saved, "twitch", lambda config: TwitchNet(TwitchConfig.from_dict(config)), device)
