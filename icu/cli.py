@@ -546,10 +546,12 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
     )
     defaults = config_class()
     try:
+        steps = defaults.steps if args.steps is None else args.steps
         config = config_class(
             seed=defaults.seed if args.seed is None else args.seed,
-            steps=defaults.steps if args.steps is None else args.steps,
-            plain_steps=defaults.plain_steps if args.plain_steps is None else args.plain_steps,
+            steps=steps,
+            # Unless given, no more plain steps than steps: --steps alone shortens the schedule.
+            plain_steps=min(defaults.plain_steps, steps) if args.plain_steps is None else args.plain_steps,
         )
         stored = train(data=args.data, weights=args.weights, config=config, device=args.device,  # type: ignore[arg-type]
                        workers=args.workers)  # fmt: skip
@@ -1288,7 +1290,9 @@ def build_parser() -> argparse.ArgumentParser:
         detector.add_argument("--data", type=Path, required=True, help=f"clip directory labelling {finding}")
         detector.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
         detector.add_argument("--steps", type=int, help=f"training steps (default {steps}; at least --plain-steps)")
-        detector.add_argument("--plain-steps", type=int, help=f"steps without augmentation first (default {plain})")
+        detector.add_argument(
+            "--plain-steps", type=int, help=f"steps without augmentation first (default {plain}, at most --steps)"
+        )
         detector.add_argument("--seed", type=int, help="random seed (default 0)")
         _add_clip_job_flags(detector)
         detector.set_defaults(handler=_cmd_train_detector, finding=finding)

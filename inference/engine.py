@@ -2,15 +2,16 @@
 
 Each arriving frame is encoded once (the model's per-frame vector, computed in one batch for
 everything a poll brought, the grimace detector's logit when the weights carry one, see
-:mod:`inference.grimace`, the twitch detector's logit for the frame ``neighbours`` frames before it
-when they carry that, see :mod:`inference.twitch`, plus the classical baseline's features) and kept in its bed's buffer
-(:mod:`inference.windows`). Every ``hop_s`` of capture time per bed, the temporal heads run over
-the bed's last ``window_frames`` vectors, batched across beds, and one :class:`Detection` is made
-for the frame the model's newest output describes (``lookahead_frames`` before the window's last
-frame, see :mod:`inference.model`): grimace and apnea probabilities of that frame, the highest
-twitch probability since the previous detection (a jerk lasts one to three frames, so sampling
-one frame per hop would miss most), the learned and classical respiration rates, signal
-quality, and whether the window had filled-in frames (``degraded``).
+:mod:`inference.grimace`, the twitch detector's logit for the frame ``neighbours`` frames before
+it when they carry that (written into that frame's row), see :mod:`inference.twitch`, plus the
+classical baseline's features) and kept in its bed's buffer (:mod:`inference.windows`). Every
+``hop_s`` of capture time per bed, the temporal heads run over the bed's last ``window_frames``
+vectors, batched across beds, and one :class:`Detection` is made for the frame the model's
+newest output describes (``lookahead_frames`` before the window's last frame, see
+:mod:`inference.model`): grimace and apnea probabilities of that frame, the highest twitch
+probability since the previous detection (a jerk lasts one to three frames, so sampling one
+frame per hop would miss most), the learned and classical respiration rates, signal quality, and
+whether the window had filled-in frames (``degraded``).
 
 Each finding is decided per described frame by the weights' decision rules
 (:mod:`inference.decisions`; a bed keeps one :class:`Decider` per finding), and the detection
@@ -98,6 +99,10 @@ class BedState:
     track: Track
     previous_input: np.ndarray | None = None  # the last frame's model input (motion stream)
     previous_grey: tuple[np.ndarray, ...] = ()  # the track's last frames as the twitch detector reads them
+    # The buffer rows of the track's last frames (the twitch detector's lag of them), so that a
+    # reading goes into the row of the frame it describes; a gap's filled-in rows share the
+    # array of the frame before the gap, and so its reading.
+    recent_rows: deque[np.ndarray] = field(default_factory=deque)
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
@@ -141,12 +146,17 @@ class InferenceEngine:
         self.stats = EngineStats()
         self._vector_size = 2 * model.config.dim
         # Per frame the buffer keeps: the model's vector, the grimace detector's logit, the twitch
-        # detector's logit for the frame ``neighbours`` before (it reads a frame between its
-        # neighbours, so it can read it only then), the classical baseline's cell flows and
+        # detector's logit (written into the row when the frame ``neighbours`` after it arrives:
+        # it reads a frame between its neighbours), the classical baseline's cell flows and
         # motion energy.
         self._grimace = model.grimace_detector
         self._twitch = model.twitch_detector
         self._twitch_lag = self._twitch.config.neighbours if self._twitch is not None else 0
+        if self._twitch_lag > model.config.lookahead_frames:
+            raise ValueError(
+                f"the twitch detector reads {self._twitch_lag} frames ahead, more than the model's lookahead of "
+                f"{model.config.lookahead_frames}: its readings would come too late"
+            )
         self._grey = model.detector_frames()
         self._grimace_column = self._vector_size
         self._twitch_column = self._vector_size + 1
@@ -263,14 +273,22 @@ class InferenceEngine:
                 state.keyframes.clear()
                 state.track = self._new_track()
                 self.buffers.beds.pop(bed, None)
+            if restart:
+                state.recent_rows.clear()
             lag = self._twitch_lag
             if twitch_map is not None and len(state.keyframes) >= lag:  # the reading is of lag frames back
                 state.keyframes[-lag] = dataclasses.replace(state.keyframes[-lag], twitch_saliency=twitch_map)
+            if twitch_logit != NO_READING and len(state.recent_rows) >= lag:
+                state.recent_rows[-lag][self._twitch_column] = twitch_logit
             state.keyframes.append(
                 Keyframe(frame.header.capture_ts.timestamp(), frame.header.seq, frame.jpeg, attention, grimace_map)
             )
-            data = np.concatenate([vector, [grimace_logit, twitch_logit], features.cell_flow, [features.motion_energy]])
+            data = np.concatenate([vector, [grimace_logit, NO_READING], features.cell_flow, [features.motion_energy]])
             data = data.astype(np.float32)
+            if lag:
+                state.recent_rows.append(data)
+                if len(state.recent_rows) > lag:
+                    state.recent_rows.popleft()
             buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
             # Cut windows as frames arrive, so a backlog (a replay, a worker catching up) still
@@ -357,10 +375,10 @@ class InferenceEngine:
                 described = described.copy()
             if self._grimace is not None:  # the detector's own reading of each described frame
                 described[:, GRIMACE] = sigmoid(window.data[: len(described), self._grimace_column])
-            if self._twitch is not None:  # a frame's twitch reading is kept with the frame lag after it
-                lag = self._twitch_lag
-                readings = window.data[lag : len(described) + lag, self._twitch_column]
-                described[: len(readings), TWITCH] = sigmoid(readings)
+            if self._twitch is not None:  # the detector's reading of each described frame
+                readings = window.data[: len(described), self._twitch_column]
+                read = readings != NO_READING  # all of them: described frames are lookahead frames old
+                described[read, TWITCH] = sigmoid(readings[read])
             state, track = self.beds[window.bed_id], pending[i][2]
             # The hop: the frames described since this track's previous detection (its first:
             # the last hop_s). Each reaches the deciders once, in order, however many frames a

@@ -156,7 +156,9 @@ def _read(
 
 
 def augment_greyscale(frames: Tensor, rng: np.random.Generator) -> Tensor:
-    """Label-preserving changes per frame (n, 1, H, W) in [0, 1]: mirror and flip, rotation by up
+    """Label-preserving changes per sample (n, frames, H, W) in [0, 1], one draw for all the frames
+    of a sample (the twitch detector's stacks; the grimace detector's samples are one frame) but
+    noise of its own in each: mirror and flip, rotation by up
     to 34 degrees, zoom 0.7-1.4x with the aspect ratio changed 0.72-1.39x, a shift of up to an
     eighth of the frame that can push the face part out of it (the edge reflected back in),
     brightness, contrast, gamma and sensor noise up to a dark infrared frame's. Wider than the

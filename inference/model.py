@@ -22,7 +22,7 @@ Heads, per described frame: logits for grimace, twitch and apnea, and the respir
 (breaths/min), regressed directly from the temporal features. Weights that carry a grimace
 detector (:mod:`inference.grimace`, a second network at camera resolution) take the grimace
 probability from it instead of from the grimace head: at 128x96 a face is too small to read.
-Likewise weights that carry a twitch detector (:mod:`inference.twitch`, over three consecutive
+Likewise weights that carry a twitch detector (:mod:`inference.twitch`, over five consecutive
 frames at camera resolution) take the twitch probability from it: a jerk of one to three frames
 moves a limb by a pixel or two at 128x96.
 

@@ -21,6 +21,7 @@
 # another device or core count gives other floating-point sums, so weights that differ in the
 # last digits.
 set -euo pipefail
+DETECTOR_DEVICE=${DETECTOR_DEVICE:-${GRIMACE_DEVICE:-}}  # GRIMACE_DEVICE: its name before the twitch detector
 work=${1:?usage: $0 WORKDIR}
 icu=${ICU:-icu}
 workers=${WORKERS:-$(nproc)}

@@ -150,6 +150,12 @@ def train_twitch(
         raise TrainError("twitch training: frame step >= 1, margin >= 0")
     saved, target, rng, train_clips, val_clips = prepare_detector_training("twitch", data, weights, config, device)
     net_config = net_config or TwitchConfig()
+    lookahead = int(saved["model_config"].get("lookahead_frames", 0))
+    if net_config.neighbours > lookahead:  # the worker could not use it: refuse before training
+        raise TrainError(
+            f"--weights: the model's lookahead ({lookahead} frames) is shorter than the twitch detector's "
+            f"{net_config.neighbours} frames of neighbours; its live readings would come too late"
+        )
     workers = max(1, min(workers or os.cpu_count() or 1, len(train_clips)))
     train = load_stacks(train_clips, net_config, frame_step=config.frame_step, margin=config.margin,
                          workers=workers, desc="loading train")  # fmt: skip

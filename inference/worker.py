@@ -186,8 +186,9 @@ def build_engine(settings: InferSettings) -> InferenceEngine:
         log.info("no twitch detector in %s: twitch comes from the temporal model's own head", weights)
     else:
         twitch = model.twitch_detector.config
-        log.info("twitch from the twitch detector at %dx%d greyscale, each frame read between its neighbours "
-                 "(a reading lags its frame by one frame)", twitch.width, twitch.height)  # fmt: skip
+        log.info("twitch from the twitch detector at %dx%d greyscale, each frame read between its %d neighbours "
+                 "each side (a reading lags its frame by %d frames)", twitch.width, twitch.height, twitch.neighbours,
+                 twitch.neighbours)  # fmt: skip
     return InferenceEngine(model, config=config, device=device, model_version=version, rules=rules)
 
 

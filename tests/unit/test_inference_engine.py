@@ -13,11 +13,11 @@ import torch
 from icu.contracts import Evidence, Finding, Frame, FrameHeader, make_frame
 from inference.data import to_model_input
 from inference.decisions import DecisionRule, DecisionRules
-from inference.engine import EngineConfig, InferenceEngine, decode_jpeg
+from inference.engine import NO_READING, EngineConfig, InferenceEngine, decode_jpeg
 from inference.grimace import GrimaceConfig, GrimaceNet, grimace_logits, sigmoid, to_grimace_input
 from inference.model import TemporalNet, build_model
 from inference.train import predict_clip
-from inference.twitch import TwitchConfig, TwitchNet
+from inference.twitch import TwitchConfig, TwitchNet, twitch_logits
 from inference.windows import Window
 from simulator.bed import BedSimulation
 from simulator.scenario import load_scenario
@@ -343,6 +343,59 @@ def test_twitch_evidence_shows_where_the_twitch_detector_looked_on_its_keyframe(
             other = detector.score_map(torch.from_numpy(neighbour)[None].float() / 255)
         pooled = torch.softmax(other.flatten(), 0).reshape(3, 2, 4, 2).sum(dim=(1, 3)).flatten()
         assert np.abs(pooled.numpy() - expected.numpy()).max() > 1e-2
+
+
+def test_each_twitch_reading_lands_in_the_row_of_its_frame_across_gaps_and_restarts() -> None:
+    model = small_model().eval()
+    torch.manual_seed(4)
+    detector = TwitchNet(TwitchConfig(width=64, height=48, channels=(4, 8, 8))).eval()
+    with torch.no_grad():
+        detector.score.weight.mul_(300.0)  # readings that differ clearly from frame to frame
+    model.twitch_detector = detector
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"),
+                             model_version="test-0")  # fmt: skip
+    # Frames 20-22 never arrive (0.4 s, filled in); 30-44 neither (1.6 s: the bed starts afresh).
+    frames = with_brightness_steps(frames_of("icu1-08", 6, seed=9, skip=frozenset([20, 21, 22, *range(30, 45)])))
+    for poll in range(0, len(frames), 7):  # polls that cut across the gaps and the stacks
+        engine.add(frames[poll : poll + 7], arrival=float(poll))
+    cpu = torch.device("cpu")
+    grey = {f.header.seq: to_grimace_input(image, detector.config) for f, image in frames}
+    column = 2 * model.config.dim + 1
+    rows = engine.buffers.beds["icu1-08"].frames
+    assert [r.seq for r in rows][:3] == [45, 46, 47]  # the restart dropped the first track's rows
+    # Each track read offline from its first frame: the frame's own reading in its row, except
+    # the newest two, whose frames after them have not arrived.
+    second = sorted(s for s in grey if s >= 45)
+    expected = dict(zip(second, twitch_logits(detector, np.stack([grey[s] for s in second]), cpu), strict=True))
+    for row in rows:
+        if row.seq in second[-2:]:
+            assert row.data[column] == NO_READING
+        else:
+            assert row.data[column] == pytest.approx(float(expected[row.seq]), abs=1e-4)
+    # The first track, before the restart: the gap's filled rows repeat the frame before it,
+    # reading included, and the frames after it read with their real neighbours.
+    engine = InferenceEngine(model, config=EngineConfig(window_frames=64), device=torch.device("cpu"),
+                             model_version="test-0")  # fmt: skip
+    first = [(f, image) for f, image in frames if f.header.seq < 30]
+    for poll in range(0, len(first), 7):
+        engine.add(first[poll : poll + 7], arrival=float(poll))
+    rows = engine.buffers.beds["icu1-08"].frames
+    seqs = sorted(s for s in grey if s < 30)
+    expected = dict(zip(seqs, twitch_logits(detector, np.stack([grey[s] for s in seqs]), cpu), strict=True))
+    assert [r.seq for r in rows if r.filled] == [19, 19, 19]
+    for row in rows:
+        if row.seq in seqs[-2:]:
+            continue
+        assert row.data[column] == pytest.approx(float(expected[row.seq]), abs=1e-4), row.seq
+    readings = np.array([expected[s] for s in seqs])  # neighbours read apart: a shifted reading fails
+    assert np.mean(np.abs(np.diff(readings)) > 1e-3) > 0.8
+
+
+def test_a_twitch_detector_that_reads_further_ahead_than_the_lookahead_is_refused() -> None:
+    model = build_model(height=48, width=64, channels=(8, 16), dim=16, heads=2, temporal_layers=4, lookahead_frames=1)
+    model.twitch_detector = TwitchNet(TwitchConfig(width=64, height=48, channels=(4, 8, 8), neighbours=2))
+    with pytest.raises(ValueError, match="lookahead of 1"):
+        InferenceEngine(model, config=EngineConfig(window_frames=32), device=torch.device("cpu"), model_version="t")
 
 
 def test_evidence_is_rate_limited_per_bed_and_finding() -> None:

@@ -192,6 +192,8 @@ def test_train_twitch_refuses_what_it_cannot_use(
         (still / split / f"{split}-0.json").write_text(dump_json({"fps": 10, "labels": {"twitch": [0] * 20}}))
     with pytest.raises(TrainError, match="with and without twitch"):
         train_twitch(data=still, weights=weights, config=FAST, device="cpu", net_config=SMALL)
+    with pytest.raises(TrainError, match="lookahead"):  # the tiny model looks 2 frames ahead
+        train_twitch(data=jerk_clips, weights=weights, config=FAST, net_config=TwitchConfig(160, 120, neighbours=3))
     with pytest.raises(TrainError, match="frame step"):
         train_twitch(data=jerk_clips, weights=weights, config=TwitchTrainConfig(frame_step=0))
     with pytest.raises(TrainError, match="plain steps"):
