@@ -1289,7 +1289,9 @@ def build_parser() -> argparse.ArgumentParser:
     for detector, finding, steps, plain in ((grimace, "grimace", 8000, 2000), (twitch, "twitch", 4000, 4000)):
         detector.add_argument("--data", type=Path, required=True, help=f"clip directory labelling {finding}")
         detector.add_argument("--weights", type=Path, required=True, help="model.pt to add the detector to (in place)")
-        detector.add_argument("--steps", type=int, help=f"training steps (default {steps}; at least --plain-steps)")
+        detector.add_argument(
+            "--steps", type=int, help=f"training steps (default {steps}; at least a given --plain-steps)"
+        )
         detector.add_argument(
             "--plain-steps", type=int, help=f"steps without augmentation first (default {plain}, at most --steps)"
         )
