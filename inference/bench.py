@@ -36,6 +36,7 @@ from icu.kafka import GracefulStop, close_producer, create_producer
 from inference.grimace import GrimaceNet
 from inference.model import TemporalNet, build_model
 from inference.train import load_variant, load_weights, weights_contents
+from inference.twitch import TwitchNet
 from inference.worker import PACKAGED_VARIANT, InferenceWorker, InferSettings, build_engine, consume_loop
 from infra.broker import EmbeddedBroker
 from infra.topics import create_topics
@@ -79,13 +80,10 @@ def raw_throughput(model: TemporalNet, device: torch.device, *, repeats: int = 3
         vectors = torch.rand(batch, 128, 2 * cfg.dim, device=device)
         windows_per_s[str(batch)] = _per_second(lambda: model.heads(vectors), batch, device, repeats)  # noqa: B023
     result = {"encode_frames_per_s_by_batch": frames_per_s, "heads_windows_per_s_by_batch": windows_per_s}
-    detectors = (
-        ("grimace", model.grimace_detector, 1),
-        ("twitch", model.twitch_detector, model.twitch_detector.config.span if model.twitch_detector else 0),
-    )
-    for name, detector, frames_read in detectors:  # fmt: skip
+    for name, detector in (("grimace", model.grimace_detector), ("twitch", model.twitch_detector)):
         if detector is None:
             continue
+        frames_read = detector.config.span if isinstance(detector, TwitchNet) else 1  # a stack, or one frame
         per_s: dict[str, float] = {}
         for batch in (1, 8, 32, 128):
             grey = torch.rand(batch, frames_read, detector.config.height, detector.config.width, device=device)

@@ -102,7 +102,7 @@ class BedState:
     # The buffer rows of the track's last frames (the twitch detector's lag of them), so that a
     # reading goes into the row of the frame it describes; a gap's filled-in rows share the
     # array of the frame before the gap, and so its reading.
-    recent_rows: deque[np.ndarray] = field(default_factory=deque)
+    recent_rows: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=0))
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
     last_detection_s: float = -1e18
     newest_s: float | None = None  # capture time of the newest frame used
@@ -259,11 +259,8 @@ class InferenceEngine:
         baseline = self._baseline_features(accepted)
         self.stats.baseline_s += time.perf_counter() - began
         per_frame = zip(accepted, vectors, saliency, grimace, grimace_maps, twitch, twitch_maps, baseline, strict=True)
-        for (
-            frame,
-            _,
-            restart,
-        ), vector, attention, grimace_logit, grimace_map, twitch_logit, twitch_map, features in per_frame:
+        for taken, vector, attention, grimace_logit, grimace_map, twitch_logit, twitch_map, features in per_frame:
+            frame, _, restart = taken
             bed = frame.header.bed_id
             state = self.beds[bed]
             state.previous_input, state.newest_s, state.stale = previous_inputs[bed], newest[bed], stale.get(bed, 0)
@@ -273,7 +270,6 @@ class InferenceEngine:
                 state.keyframes.clear()
                 state.track = self._new_track()
                 self.buffers.beds.pop(bed, None)
-            if restart:
                 state.recent_rows.clear()
             lag = self._twitch_lag
             if twitch_map is not None and len(state.keyframes) >= lag:  # the reading is of lag frames back
@@ -285,10 +281,7 @@ class InferenceEngine:
             )
             data = np.concatenate([vector, [grimace_logit, NO_READING], features.cell_flow, [features.motion_energy]])
             data = data.astype(np.float32)
-            if lag:
-                state.recent_rows.append(data)
-                if len(state.recent_rows) > lag:
-                    state.recent_rows.popleft()
+            state.recent_rows.append(data)  # keeps the last lag rows (none without a twitch detector)
             buffer = self.buffers.add(bed, frame.header.capture_ts, frame.header.seq, data, arrival=arrival)
             self.stats.frames += 1
             # Cut windows as frames arrive, so a backlog (a replay, a worker catching up) still
@@ -327,7 +320,8 @@ class InferenceEngine:
         return [r for r in results if r is not None]
 
     def _new_bed(self, camera_id: str) -> BedState:
-        return BedState(camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept), track=self._new_track())
+        return BedState(camera_id=camera_id, keyframes=deque(maxlen=self._keyframes_kept), track=self._new_track(),
+                        recent_rows=deque(maxlen=self._twitch_lag))  # fmt: skip
 
     def _new_track(self) -> Track:
         return Track(deciders={name: Decider(self.rules.for_finding(name)) for name in FINDINGS})

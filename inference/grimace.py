@@ -126,6 +126,7 @@ def as_tensor(frames: np.ndarray, device: torch.device) -> Tensor:
 @torch.no_grad()
 def grimace_logits(net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int = 256) -> np.ndarray:
     """Logits (n,) for uint8 greyscale frames (n, H, W), in batches."""
+    net.eval()
     return _read(net, frames, device, batch=batch, saliency=False)[0]
 
 
@@ -136,19 +137,35 @@ def grimace_readings(
     """Logits (n,) and saliency (n, H/16, W/16) for uint8 greyscale frames (n, H, W), in batches.
     The saliency is each position's share of the frame's score (the softmax of the map, which
     is the gradient of the log-mean-exp), summed over 2x2 blocks: where the detector saw it."""
+    net.eval()
     return _read(net, frames, device, batch=batch, saliency=True)
 
 
 def _read(
     net: GrimaceNet, frames: np.ndarray, device: torch.device, *, batch: int, saliency: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    net.eval()
+    return read_scores(net.score_map, lambda chunk: as_tensor(chunk, device), frames, device, batch=batch,
+                       saliency=saliency)  # fmt: skip
+
+
+def read_scores(
+    score_map: Callable[[Tensor], Tensor],
+    to_tensor: Callable[[np.ndarray], Tensor],
+    inputs: np.ndarray,
+    device: torch.device,
+    *,
+    batch: int,
+    saliency: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both detectors' reading loop: ``inputs`` in batches through ``to_tensor`` and ``score_map``
+    (bf16 autocast on CUDA), giving logits (n,) and, when asked for, the maps' shares
+    (:func:`score_shares`; only the worker shows them, in evidence), else an empty array."""
     logits, shares = [], []
-    for start in range(0, len(frames), batch):
+    for start in range(0, len(inputs), batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            scores = net.score_map(as_tensor(frames[start : start + batch], device)).float()
+            scores = score_map(to_tensor(inputs[start : start + batch])).float()
         logits.append(pool_scores(scores).cpu())
-        if saliency:  # only the worker shows it (evidence); evaluation and training need the logit
+        if saliency:
             shares.append(score_shares(scores).cpu())
     if not logits:
         return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)

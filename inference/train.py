@@ -136,13 +136,13 @@ def predict_clip(
         out = model(tensor)
     lookahead = model.config.lookahead_frames
     probabilities = torch.sigmoid(align_outputs(out["findings"].float(), lookahead)[0]).cpu().numpy()
-    if model.detector_frames() is not None and (grey is None or len(grey) != len(frames)):
-        raise ValueError("this model has a grimace or twitch detector: pass its greyscale frames, one per frame")
-    assert grey is not None or model.detector_frames() is None
-    if model.grimace_detector is not None and grey is not None:
-        probabilities[:, FINDINGS.index("grimace")] = sigmoid(grimace_logits(model.grimace_detector, grey, device))
-    if model.twitch_detector is not None and grey is not None:
-        probabilities[:, FINDINGS.index("twitch")] = sigmoid(twitch_logits(model.twitch_detector, grey, device))
+    if model.detector_frames() is not None:
+        if grey is None or len(grey) != len(frames):
+            raise ValueError("this model has a grimace or twitch detector: pass its greyscale frames, one per frame")
+        if model.grimace_detector is not None:
+            probabilities[:, FINDINGS.index("grimace")] = sigmoid(grimace_logits(model.grimace_detector, grey, device))
+        if model.twitch_detector is not None:
+            probabilities[:, FINDINGS.index("twitch")] = sigmoid(twitch_logits(model.twitch_detector, grey, device))
     return {
         "probabilities": probabilities,
         "resp_rate": align_outputs(out["resp_rate"].float(), lookahead)[0].cpu().numpy(),

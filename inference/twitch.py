@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inference.grimace import detector_body, load_stored, pool_scores, score_shares
+from inference.grimace import detector_body, load_stored, pool_scores, read_scores
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,8 @@ def twitch_readings(
     """Logits (n,) and, when asked for, saliency (n, H/16, W/16) (see
     :func:`inference.grimace.score_shares`) for frame stacks, uint8 (n, span, H, W), in batches."""
     net.eval()
-    logits, shares = [], []
-    for start in range(0, len(stacks), batch):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            scores = net.score_map(stacks_tensor(stacks[start : start + batch], device)).float()
-        logits.append(pool_scores(scores).cpu())
-        if saliency:
-            shares.append(score_shares(scores).cpu())
-    if not logits:
-        return np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32)
-    return torch.cat(logits).numpy(), torch.cat(shares).numpy() if shares else np.zeros((0, 0, 0), np.float32)
+    return read_scores(net.score_map, lambda chunk: stacks_tensor(chunk, device), stacks, device, batch=batch,
+                       saliency=saliency)  # fmt: skip
 
 
 def twitch_logits(net: TwitchNet, frames: np.ndarray, device: torch.device, *, chunk: int = 256) -> np.ndarray:
