@@ -103,24 +103,39 @@ class StackSet:
     frames: np.ndarray
     stacks: np.ndarray
     labels: np.ndarray
+    clip_ends: np.ndarray  # (clips,) where each clip's kept frames end in ``frames``
 
     def batch(self, index: np.ndarray, device: torch.device) -> torch.Tensor:
         return stacks_tensor(self.frames[self.stacks[index]], device)
 
+    def clip_frames(self) -> list[np.ndarray]:
+        """Each clip's kept frames (every frame of it, for a set loaded with ``every_frame``)."""
+        return np.split(self.frames, self.clip_ends[:-1])
+
 
 def load_stacks(
-    clips: Sequence[Clip], config: TwitchConfig, *, frame_step: int, margin: int, workers: int, desc: str
+    clips: Sequence[Clip],
+    config: TwitchConfig,
+    *,
+    frame_step: int,
+    margin: int,
+    workers: int,
+    desc: str,
+    every_frame: bool = False,
 ) -> StackSet:
-    """The samples of ``clips`` (:func:`sample_frames`), their frames decoded in ``workers``
-    processes into one preallocated array."""
+    """The samples of ``clips`` (:func:`sample_frames`), their frames (or, ``every_frame``, all
+    of each clip's, to read whole clips too) decoded in ``workers`` processes into one
+    preallocated array."""
     plans = []
     for clip in clips:
         labels = np.asarray(clip.labels["twitch"], np.float32)
         samples = sample_frames(labels, frame_step, margin)
-        plans.append((labels, samples, needed_frames(samples, len(labels), config.neighbours)))
+        keep = np.arange(len(labels)) if every_frame else needed_frames(samples, len(labels), config.neighbours)
+        plans.append((labels, samples, keep))
     frames = np.empty((sum(len(keep) for _, _, keep in plans), config.height, config.width), np.uint8)
     stacks: list[np.ndarray] = []
     sample_labels: list[np.ndarray] = []
+    ends: list[int] = []
     at = 0
     for (clip_labels, samples, keep), decoded in zip(plans, _decoded(clips, config, [p[2] for p in plans], workers,
                                                                      desc), strict=True):  # fmt: skip
@@ -129,7 +144,8 @@ def load_stacks(
         stacks.append(at + np.searchsorted(keep, near))
         sample_labels.append(clip_labels[samples])
         at += len(keep)
-    return StackSet(frames, np.concatenate(stacks), np.concatenate(sample_labels))
+        ends.append(at)
+    return StackSet(frames, np.concatenate(stacks), np.concatenate(sample_labels), np.asarray(ends))
 
 
 def train_twitch(
@@ -162,10 +178,10 @@ def train_twitch(
     positives, negatives = np.flatnonzero(train.labels >= 0.5), np.flatnonzero(train.labels < 0.5)
     if len(positives) == 0 or len(negatives) == 0:
         raise TrainError(f"--data: the training clips of {data} need frames with and without twitch")
-    # Validation during training on every val_frame_step-th frame (and the margins): the final
-    # fit reads every frame.
+    # Validation during training on every val_frame_step-th frame (and the margins); the final
+    # fit reads every frame of the same decoded clips.
     val = load_stacks(val_clips, net_config, frame_step=config.val_frame_step, margin=config.margin,
-                       workers=workers, desc="loading val")  # fmt: skip
+                      workers=workers, desc="loading val", every_frame=True)  # fmt: skip
     log.info("twitch detector: %d training samples (%d twitching) over %d kept frames from %d clips, %d validation "
              "clips, on %s", len(train.labels), len(positives), len(train.frames), len(train_clips), len(val_clips),
              target)  # fmt: skip
@@ -190,10 +206,8 @@ def train_twitch(
         validate=validate,
         rng=rng,
     )
-    read = []
-    for clip in tqdm(val_clips, desc="reading val", unit="clip"):
-        frames = np.stack([to_grimace_input(image, net_config) for image in decode(clip.video)])
-        read.append((twitch_logits(net, frames, target), np.asarray(clip.labels["twitch"], np.float32)))
+    read = [(twitch_logits(net, frames, target), np.asarray(clip.labels["twitch"], np.float32))
+            for clip, frames in zip(val_clips, val.clip_frames(), strict=True)]  # fmt: skip
     return store_detector(
         weights, saved, "twitch", stored_twitch(net.cpu()), read,
         {"config": net_config.to_dict(), "train_config": asdict(config), "data": str(data), "step": step},
