@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from icu.cli import main
-from inference.detector_training import DetectorTrainConfig
 from inference.evaluate import decode, evaluate, find_clips
 from inference.grimace import GrimaceNet, sigmoid, stored_grimace
 from inference.train import TrainError, load_weights_and_rules, predict_clip
@@ -198,7 +197,8 @@ def test_train_twitch_refuses_what_it_cannot_use(
         train_twitch(data=jerk_clips, weights=weights, config=TwitchTrainConfig(frame_step=0))
     with pytest.raises(TrainError, match="plain steps"):
         train_twitch(data=jerk_clips, weights=weights, config=TwitchTrainConfig(steps=10, plain_steps=20))
-    assert isinstance(FAST, DetectorTrainConfig)  # one loop, one set of shared settings
+    with pytest.raises(TrainError, match="batch size"):  # the shared loop's checks hold for twitch too
+        train_twitch(data=jerk_clips, weights=weights, config=TwitchTrainConfig(batch_size=1))
     # The CLI names the problem instead of a traceback.
     assert main(["train-twitch", "--data", str(jerk_clips), "--weights", str(tmp_path / "none.pt")]) == 2
     assert "no model file" in capsys.readouterr().err
