@@ -47,10 +47,7 @@ class GrimaceConfig:
     channels: tuple[int, int, int] = (16, 32, 32)  # 4x4 patches, a stride-2 stage, two more convolutions
 
     def __post_init__(self) -> None:
-        if self.width % 8 or self.height % 8 or self.width < 64 or self.height < 48:
-            raise ValueError(f"grimace input {self.width}x{self.height}: both multiples of 8, at least 64x48")
-        if len(self.channels) != 3 or min(self.channels) < 1:
-            raise ValueError(f"grimace channels {self.channels}: three positive widths")
+        check_body("grimace", self.width, self.height, self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "channels": list(self.channels)}
@@ -62,6 +59,15 @@ class GrimaceConfig:
 
 def _stage(inputs: int, outputs: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs), nn.GELU())
+
+
+def check_body(detector: str, width: int, height: int, channels: tuple[int, ...]) -> None:
+    """What :func:`detector_body` needs of a detector's input size and widths; the message names
+    the detector."""
+    if width % 8 or height % 8 or width < 64 or height < 48:
+        raise ValueError(f"{detector} input {width}x{height}: both multiples of 8, at least 64x48")
+    if len(channels) != 3 or min(channels) < 1:
+        raise ValueError(f"{detector} channels {channels}: three positive widths")
 
 
 def detector_body(inputs: int, channels: tuple[int, int, int]) -> nn.Sequential:

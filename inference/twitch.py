@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inference.grimace import detector_body, load_stored, pool_scores, read_scores
+from inference.grimace import check_body, detector_body, load_stored, pool_scores, read_scores
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,7 @@ class TwitchConfig:
     neighbours: int = 2
 
     def __post_init__(self) -> None:
-        if self.width % 8 or self.height % 8 or self.width < 64 or self.height < 48:
-            raise ValueError(f"twitch input {self.width}x{self.height}: both multiples of 8, at least 64x48")
-        if len(self.channels) != 3 or min(self.channels) < 1:
-            raise ValueError(f"twitch channels {self.channels}: three positive widths")
+        check_body("twitch", self.width, self.height, self.channels)
         if not 1 <= self.neighbours <= 5:
             raise ValueError(f"twitch neighbours {self.neighbours}: 1 to 5 frames each side")
 

@@ -82,7 +82,7 @@ def test_the_detector_scores_each_frame_and_maps_where_it_looked() -> None:
     assert saliency.shape == (2, 3, 5)
     np.testing.assert_allclose(saliency.sum(axis=(1, 2)), [1.0, 1.0], atol=1e-5)
     assert GrimaceConfig.from_dict(GrimaceConfig(width=160, height=120).to_dict()) == GrimaceConfig(160, 120)
-    with pytest.raises(ValueError, match="multiples of 8"):
+    with pytest.raises(ValueError, match="grimace input 100x120: both multiples of 8"):
         GrimaceConfig(width=100, height=120)
     with pytest.raises(ValueError, match="three positive widths"):
         GrimaceConfig(channels=(8, 8))  # type: ignore[arg-type]
