@@ -570,7 +570,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError("icu eval needs --data DIR (a clip directory), or the target 'alerts' with --recording")
     try:
-        result = evaluate(args.data, model=args.model, weights=args.weights, decisions=args.decisions)
+        result = evaluate(
+            args.data, model=args.model, weights=args.weights, decisions=args.decisions, group_by=args.group_by or ()
+        )
     except EvalError as exc:
         raise ConfigError(str(exc)) from None
     text = json.dumps(result, indent=2)
@@ -1234,6 +1236,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="fitted",
         help="for --model temporal: decide each finding with the rules stored with the weights, as icu infer does "
         "(fitted, the default), or with the plain 0.5 threshold on the probability (threshold)",
+    )
+    evaluation.add_argument(
+        "--group-by",
+        action="append",
+        metavar="FIELD",
+        help='also score each group of clips apart, under "groups" in the JSON: FIELD is a dotted path into '
+        "the clips' JSON (the simulator's clips: meta.appearance.blanket_pattern, meta.appearance.breath_px, "
+        "meta.split, ...; a numeric field with more than 3 values is cut into 3 groups of about as many clips) or "
+        "'events' (each event type a clip holds; a clip with several is in each group, one with none in 'none'); "
+        "repeatable, the model runs once",
     )
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)

@@ -3,13 +3,21 @@
 Works on any directory in the format, not only the simulator's: ``<id>.json`` with ``fps`` and
 per-frame ``labels`` (missing keys = not annotated) next to ``<id>.mp4`` (any FFmpeg-readable
 video with the same stem). Clips are decoded with PyAV; every decoded frame must have a label.
+
+**Breakdowns** (``group_by``): the same scores per group of clips, where a group is the value of a
+field of the clips' JSON, named by its dotted path (``meta.appearance.blanket_pattern`` in the
+simulator's clips; any field an outside set carries), or ``events``: each event type a clip holds
+(a clip with several is in each of their groups, one with none in ``none``). A numeric field with
+more than :data:`NUMERIC_GROUPS` distinct values is cut into that many groups of near-equal clip
+counts, named by their ranges. Which conditions a model fails in is what says what to fix.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,8 @@ from inference.metrics import SplitScores
 from simulator.clips import ClipError, read_clip_labels
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+NUMERIC_GROUPS = 3
+MISSING = "(missing)"
 
 
 class EvalError(ValueError):
@@ -35,6 +45,7 @@ class Clip:
     video: Path
     fps: float
     labels: dict[str, list[Any]]
+    document: dict[str, Any] = field(default_factory=dict)  # the whole JSON, for breakdowns
 
 
 def find_clips(directory: Path) -> list[Clip]:
@@ -51,10 +62,51 @@ def find_clips(directory: Path) -> list[Clip]:
         if video is None:
             raise EvalError(f"{json_path}: no video next to it ({', '.join(VIDEO_SUFFIXES)})")
         labels = {key: value for key, value in document["labels"].items() if isinstance(value, list)}
-        clips.append(Clip(json_path.stem, video, float(document["fps"]), labels))
+        clips.append(Clip(json_path.stem, video, float(document["fps"]), labels, document))
     if not clips:
         raise EvalError(f"{directory}: no clips (expected <id>.json + <id>.mp4 pairs)")
     return clips
+
+
+def _field_value(document: dict[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def clip_groups(clips: Sequence[Clip], path: str) -> list[list[str]]:
+    """Per clip, the groups of breakdown ``path`` it belongs to (see the module's docstring)."""
+    if not path or any(not part for part in path.split(".")):
+        raise EvalError(f"--group-by {path!r}: a dotted path into the clips' JSON (e.g. meta.split) or 'events'")
+    if path == "events":
+        groups = []
+        for clip in clips:
+            events = clip.document.get("events")
+            events = events if isinstance(events, list) else []
+            types = sorted({str(e["type"]) for e in events if isinstance(e, dict) and "type" in e})
+            groups.append(types or ["none"])
+        return groups
+    values = [_field_value(clip.document, path) for clip in clips]
+    if all(value is None for value in values):
+        known = ", ".join(sorted(k for k in clips[0].document if k != "labels"))
+        raise EvalError(f"--group-by {path}: no clip has this field (the first clip's top-level fields: {known})")
+    numeric = all(v is None or _is_number(v) for v in values)
+    if numeric and len({v for v in values if v is not None}) > NUMERIC_GROUPS:
+        # Cut at the clips' quantiles, so each group holds about as many clips; each group is
+        # named by the range of its own clips' values.
+        present = np.array([float(v) for v in values if v is not None])
+        cuts = np.quantile(present, np.linspace(0, 1, NUMERIC_GROUPS + 1))[1:-1]
+        bins = np.searchsorted(cuts, present, side="right")
+        names = iter(f"{present[bins == b].min():.4g} to {present[bins == b].max():.4g}" for b in bins.tolist())
+        return [[MISSING] if v is None else [next(names)] for v in values]
+    return [[MISSING] if v is None else [v if isinstance(v, str) else json.dumps(v, sort_keys=True)] for v in values]
 
 
 def decode(video: Path) -> Iterator[np.ndarray]:
@@ -97,12 +149,18 @@ def temporal_predictions(
 
 
 def evaluate(
-    directory: Path, *, model: str = "classical", weights: Path | None = None, decisions: str = "fitted"
+    directory: Path,
+    *,
+    model: str = "classical",
+    weights: Path | None = None,
+    decisions: str = "fitted",
+    group_by: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score ``model`` on every clip of ``directory``; the JSON object `icu eval` prints. The
     temporal model uses ``weights``, by default the packaged ones `icu infer` loads, and decides
     each finding with the rules stored with them (``decisions="fitted"``, what `icu infer` does)
-    or with the plain 0.5 threshold (``"threshold"``)."""
+    or with the plain 0.5 threshold (``"threshold"``). Each breakdown of ``group_by`` adds the
+    same scores per group under ``"groups"``."""
     if model not in ("classical", "temporal"):
         raise EvalError(f"unknown model {model!r}")
     if decisions not in ("fitted", "threshold"):
@@ -123,10 +181,13 @@ def evaluate(
         network, fitted = load_weights_and_rules(weights, device)
         rules = fitted if decisions == "fitted" else DecisionRules()
     clips = find_clips(directory)
+    # Grouped before the model runs: a mistyped field fails in a second, not after the clips.
+    memberships = {path: clip_groups(clips, path) for path in group_by}
+    grouped: dict[str, dict[str, SplitScores]] = {path: {} for path in group_by}
     scores = SplitScores()
     frames = 0
     began = time.perf_counter()
-    for clip in clips:
+    for index, clip in enumerate(clips):
         if network is not None:
             predictions, decoded = temporal_predictions(clip, network, device, rules)
         else:
@@ -136,6 +197,11 @@ def evaluate(
             raise EvalError(f"{clip.video}: {decoded} frames decoded, labels have {sorted(label_lengths)}")
         frames += decoded
         scores.add_clip(fps=clip.fps, labels=clip.labels, predictions=predictions)
+        for path, groups in memberships.items():
+            for group in groups[index]:
+                grouped[path].setdefault(group, SplitScores()).add_clip(
+                    fps=clip.fps, labels=clip.labels, predictions=predictions
+                )
     elapsed = time.perf_counter() - began
     result = {"model": model, **scores.summary(), "fps": round(frames / elapsed, 1) if elapsed > 0 else None}
     if rules is not None:
@@ -143,4 +209,8 @@ def evaluate(
     if network is not None:
         result["grimace_from"] = "grimace detector" if network.grimace_detector is not None else "temporal head"
         result["twitch_from"] = "twitch detector" if network.twitch_detector is not None else "temporal head"
+    if group_by:
+        result["groups"] = {
+            path: {group: grouped[path][group].summary() for group in sorted(grouped[path])} for path in group_by
+        }
     return result
