@@ -1243,9 +1243,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD",
         help='also score each group of clips apart, under "groups" in the JSON: FIELD is a dotted path into '
         "the clips' JSON (the simulator's clips: meta.appearance.blanket_pattern, meta.appearance.breath_px, "
-        "meta.split, ...; a numeric field with more than 3 values is cut into 3 groups of about as many clips) or "
-        "'events' (each event type a clip holds; a clip with several is in each group, one with none in 'none'); "
-        "repeatable, the model runs once",
+        "meta.split, ...; a numeric field with more than 3 distinct values is cut into 3 groups of about as many "
+        "clips) or 'events' (each event type a clip holds; a clip with several is in each group, one with none in "
+        "'none'); repeatable, the model runs once",
     )
     evaluation.add_argument("--out", type=Path, help="also write the JSON here")
     evaluation.set_defaults(handler=_cmd_eval)
