@@ -97,7 +97,7 @@ def test_each_frame_is_read_between_its_neighbours_and_long_clips_in_chunks() ->
     assert TwitchConfig.from_dict(SMALL.to_dict()) == SMALL
     with pytest.raises(ValueError, match="twitch input 100x120: both multiples of 8"):
         TwitchConfig(width=100, height=120)
-    with pytest.raises(ValueError, match="twitch channels .* three positive widths"):
+    with pytest.raises(ValueError, match=r"twitch channels .* three positive widths"):
         TwitchConfig(channels=(8, 0, 8))
     with pytest.raises(ValueError, match="neighbours"):
         TwitchConfig(neighbours=0)
