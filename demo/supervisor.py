@@ -62,6 +62,7 @@ class Child:
         self.runs = 0
         self._log_start = 0  # log offset where the current run began
         self._log: IO[bytes] | None = None
+        self._terminated = False  # SIGTERM sent to the current run
 
     @property
     def name(self) -> str:
@@ -83,6 +84,7 @@ class Child:
         )
         self.started_at = time.monotonic()
         self.ready_at = None
+        self._terminated = False
 
     def log_text(self) -> str:
         try:
@@ -111,8 +113,12 @@ class Child:
         return ok
 
     def terminate(self) -> None:
-        """SIGTERM the child's process group (it and whatever it started in its group)."""
-        if self.process is not None and self.process.poll() is None:
+        """SIGTERM the child's process group (it and whatever it started in its group), once per
+        run: every `icu` service reads a second SIGTERM as "stop now" and would skip its final
+        flush and commit, and the supervisor terminates a group of children before it waits on
+        each (``stop`` terminates again)."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
 
