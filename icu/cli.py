@@ -532,6 +532,18 @@ def _add_clip_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="processes decoding the clips (default: one per CPU core)")
 
 
+def _detector_net_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector's own config from the command's flags, when they change it (``--align-px``)."""
+    if args.finding != "twitch" or not args.align_px:
+        return {}
+    from inference.twitch import TwitchConfig
+
+    try:
+        return {"net_config": TwitchConfig(align_px=args.align_px)}
+    except ValueError as exc:
+        raise ConfigError(f"--align-px: {exc}") from None
+
+
 def _cmd_train_detector(args: argparse.Namespace) -> int:
     """icu train-grimace and icu train-twitch: the same flags, the same output."""
     from inference.decisions import DecisionRuleError
@@ -554,7 +566,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
             plain_steps=min(defaults.plain_steps, steps) if args.plain_steps is None else args.plain_steps,
         )
         stored = train(data=args.data, weights=args.weights, config=config, device=args.device,  # type: ignore[arg-type]
-                       workers=args.workers)  # fmt: skip
+                       workers=args.workers, **_detector_net_config(args))  # fmt: skip
     except (TrainError, EvalError, DecisionRuleError) as exc:
         raise ConfigError(str(exc)) from None
     print(json.dumps({"weights": str(args.weights), "step": stored["step"], "validation": stored["validation"],
@@ -1309,7 +1321,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         detector.add_argument("--seed", type=int, help="random seed (default 0)")
         _add_clip_job_flags(detector)
-        detector.set_defaults(handler=_cmd_train_detector, finding=finding)
+        detector.set_defaults(handler=_cmd_train_detector, finding=finding, align_px=0)
+    twitch.add_argument(
+        "--align-px",
+        type=int,
+        default=0,
+        help="carry each neighbour onto the scored frame by the camera's global shift, measured by phase "
+        "correlation, up to this many pixels at 320x240, before differencing, so that a shaking camera is not read "
+        "as jerks everywhere; stored with the detector and applied wherever it runs (default 0: off)",
+    )
     _add_research_parsers(commands, evaluation)
     _add_sim_parser(commands)
     _add_news2_parser(commands)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inference.grimace import check_body, detector_body, load_stored, pool_scores, read_scores
@@ -43,11 +44,17 @@ class TwitchConfig:
     # one: a 250 ms jerk displaces the limb in three frames running, and the middle one differs
     # little from either neighbour; two frames out it is back in place.
     neighbours: int = 2
+    # Shift each neighbour onto the scored frame before differencing (the camera's global
+    # translation, by phase correlation): a shaking camera moves the whole picture a few pixels
+    # between frames, which differences show as jerks everywhere. 0 turns it off.
+    align_px: int = 0
 
     def __post_init__(self) -> None:
         check_body("twitch", self.width, self.height, self.channels)
         if not 1 <= self.neighbours <= 5:
             raise ValueError(f"twitch neighbours {self.neighbours}: 1 to 5 frames each side")
+        if not 0 <= self.align_px <= min(self.width, self.height) // 4:
+            raise ValueError(f"twitch align_px {self.align_px}: 0 (off) to a quarter of the frame's height")
 
     @property
     def span(self) -> int:
@@ -60,7 +67,57 @@ class TwitchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwitchConfig:
         return cls(int(data["width"]), int(data["height"]), tuple(int(c) for c in data["channels"]),  # type: ignore[arg-type]
-                   int(data["neighbours"]))  # fmt: skip
+                   int(data["neighbours"]), int(data.get("align_px", 0)))  # fmt: skip
+
+
+def global_shifts(current: Tensor, others: Tensor, max_px: int) -> Tensor:
+    """The translation (dy, dx), in pixels, that carries each of ``others`` (n, k, H, W) onto
+    ``current`` (n, 1, H, W): ``current(y, x) ~ other(y - dy, x - dx)``; (n, k, 2). Phase
+    correlation over Hann-windowed frames, its peak searched within ``max_px`` of no shift and
+    refined to a fraction of a pixel by a parabola through the peak and its neighbours. A limb or
+    a person moving over a still picture leaves the peak at (0, 0): it is the whole picture that
+    must move."""
+    height, width = current.shape[-2:]
+    window = torch.outer(torch.hann_window(height, periodic=False, device=current.device),
+                         torch.hann_window(width, periodic=False, device=current.device))  # fmt: skip
+    spectrum = torch.fft.rfft2(current * window)
+    cross = spectrum * torch.fft.rfft2(others * window).conj()
+    surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(height, width))
+    # The (2 max_px + 1)^2 shifts around zero, wrapped: index max_px is no shift.
+    span = 2 * max_px + 1
+    near = torch.roll(surface, (max_px, max_px), dims=(-2, -1))[..., :span, :span]
+    flat = near.flatten(-2).argmax(-1)
+    rows, cols = flat // span, flat % span
+    padded = F.pad(near, (1, 1, 1, 1), mode="replicate")
+
+    def refine(before: Tensor, peak: Tensor, after: Tensor) -> Tensor:
+        curvature = before - 2 * peak + after
+        offset = 0.5 * (before - after) / torch.where(curvature.abs() > 1e-9, curvature, torch.ones_like(curvature))
+        return torch.where(curvature < 0, offset, torch.zeros_like(offset)).clamp(-0.5, 0.5)
+
+    def at(dr: int, dc: int) -> Tensor:
+        index = ((rows + 1 + dr) * (span + 2) + cols + 1 + dc).unsqueeze(-1)
+        return padded.flatten(-2).gather(-1, index)[..., 0]
+
+    peak = at(0, 0)
+    dy = rows.to(current.dtype) - max_px + refine(at(-1, 0), peak, at(1, 0))
+    dx = cols.to(current.dtype) - max_px + refine(at(0, -1), peak, at(0, 1))
+    return torch.stack([dy, dx], dim=-1)
+
+
+def shift_frames(frames: Tensor, shifts: Tensor) -> Tensor:
+    """Each frame of (n, k, H, W) translated by its (dy, dx) of (n, k, 2): ``out(y, x) =
+    frame(y - dy, x - dx)``, bilinear, the edge repeated where the frame has no pixels."""
+    n, k, height, width = frames.shape
+    theta = torch.zeros(n * k, 2, 3, dtype=frames.dtype, device=frames.device)
+    theta[:, 0, 0] = 1.0
+    theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = -2.0 * shifts[..., 1].reshape(-1) / width
+    theta[:, 1, 2] = -2.0 * shifts[..., 0].reshape(-1) / height
+    grid = F.affine_grid(theta, [n * k, 1, height, width], align_corners=False)
+    moved = F.grid_sample(frames.reshape(n * k, 1, height, width), grid, mode="bilinear", padding_mode="border",
+                          align_corners=False)  # fmt: skip
+    return moved.reshape(n, k, height, width)
 
 
 class TwitchNet(nn.Module):
@@ -81,12 +138,35 @@ class TwitchNet(nn.Module):
         middle = self.config.neighbours
         current = stacks[:, middle : middle + 1]
         others = torch.cat([stacks[:, :middle], stacks[:, middle + 1 :]], dim=1)
+        if self.config.align_px:
+            with torch.no_grad():  # where the camera moved is measured, not learned
+                others = align_neighbours(current, others, self.config.align_px)
         # Differences of a pixel or two of motion are a few grey levels: scaled up to the frame's range.
         inputs = torch.cat([current, 4.0 * (current - others)], dim=1)
         return self.score(self.body(inputs))[:, 0]
 
     def forward(self, stacks: Tensor) -> Tensor:
         return pool_scores(self.score_map(stacks))
+
+
+STILL_PX = 0.5  # a neighbour moved less than this is left as it is (see align_neighbours)
+
+
+def align_neighbours(current: Tensor, others: Tensor, max_px: int) -> Tensor:
+    """``others`` (n, k, H, W) each carried onto ``current`` (n, 1, H, W) by the camera's global
+    translation (:func:`global_shifts`, measured at half resolution: nearly as close as at full
+    on the simulator's shaking cameras and a third of the cost), up to ``max_px`` pixels. A
+    neighbour that moved less than ``STILL_PX`` is left as it is: the fraction of a pixel read
+    from the correlation peak's shoulders is pulled by local motion (a limb, a person walking
+    through) by up to half a pixel, and resampling a still picture by that much would show its
+    every edge as motion."""
+    shifts = 2.0 * global_shifts(F.avg_pool2d(current, 2), F.avg_pool2d(others, 2), max(1, max_px // 2))
+    moved = shifts.abs().amax(-1) >= STILL_PX  # (n, k)
+    if not bool(moved.any()):
+        return others
+    aligned = others.clone()
+    aligned[moved] = shift_frames(others[moved].unsqueeze(1), shifts[moved].unsqueeze(1))[:, 0]
+    return aligned
 
 
 def frame_stacks(frames: np.ndarray, neighbours: int) -> np.ndarray:

@@ -17,7 +17,17 @@ from inference.evaluate import decode, evaluate, find_clips
 from inference.grimace import GrimaceNet, sigmoid, stored_grimace
 from inference.train import TrainError, load_weights_and_rules, predict_clip
 from inference.train_twitch import TwitchTrainConfig, load_stacks, needed_frames, sample_frames, train_twitch
-from inference.twitch import TwitchConfig, TwitchNet, frame_stacks, twitch_logits, twitch_readings
+from inference.twitch import (
+    TwitchConfig,
+    TwitchNet,
+    align_neighbours,
+    frame_stacks,
+    global_shifts,
+    load_twitch,
+    stored_twitch,
+    twitch_logits,
+    twitch_readings,
+)
 from simulator.clips import VideoWriter, dump_json
 from tests.unit.tiny_weights import tiny_weights
 
@@ -101,6 +111,63 @@ def test_each_frame_is_read_between_its_neighbours_and_long_clips_in_chunks() ->
         TwitchConfig(channels=(8, 0, 8))
     with pytest.raises(ValueError, match="neighbours"):
         TwitchConfig(neighbours=0)
+
+
+def shaken(picture: np.ndarray, shifts: list[tuple[float, float]]) -> torch.Tensor:
+    """``picture`` (float, larger than 120x160) moved by each (dy, dx), cropped to 120x160:
+    a shaking camera's frames, (1, len(shifts), 120, 160)."""
+    frames = []
+    for dy, dx in shifts:
+        moved = cv2.warpAffine(picture, np.float32([[1, 0, dx], [0, 1, dy]]), picture.shape[::-1])
+        frames.append(moved[20:140, 20:180])
+    return torch.from_numpy(np.stack(frames)).unsqueeze(0)
+
+
+def test_alignment_undoes_a_shaking_camera_and_leaves_a_moving_limb() -> None:
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur(rng.uniform(0, 1, (160, 200)).astype(np.float32), (0, 0), 2)
+    picture = (picture - picture.min()) / (picture.max() - picture.min())
+    current = shaken(picture, [(0.0, 0.0)])
+    moves = [(2.3, -1.6), (-3.5, 4.2), (0.0, 0.0), (6.4, 0.7)]
+    others = shaken(picture, moves)
+    # Each neighbour moved by d relative to the scored frame is carried back by -d.
+    found = global_shifts(current, others, 8)[0].numpy()
+    np.testing.assert_allclose(found, -np.asarray(moves), atol=0.35)
+    aligned = align_neighbours(current, others, 8)
+    inner = (..., slice(10, -10), slice(10, -10))
+    before = (others - current).abs()[inner].mean((-2, -1))[0]
+    after = (aligned - current).abs()[inner].mean((-2, -1))[0]
+    assert after[2] == before[2] == 0  # the neighbour that did not move is as it was
+    assert bool((after[[0, 1, 3]] < before[[0, 1, 3]] / 3).all()), (before, after)
+
+    # A limb jerking over a still picture is not camera motion: no shift, nothing resampled.
+    limb = current.clone()
+    limb[..., 50:58, 60:90] += 0.5
+    assert global_shifts(current, limb, 8).abs().max() < 0.5
+    assert torch.equal(align_neighbours(current, limb, 8), limb)
+
+    # The detector reads a shaken stack as the still one when it aligns, and not when it does not.
+    torch.manual_seed(0)
+    plain = TwitchNet(SMALL).eval()
+    aligning = TwitchNet(TwitchConfig(width=160, height=120, align_px=8)).eval()
+    aligning.load_state_dict(plain.state_dict())
+    still = torch.cat([current, current, current, current, current], dim=1)
+    shaking = torch.cat([others[:, :2], current, others[:, 2:]], dim=1)
+    with torch.no_grad():
+        assert torch.equal(aligning(still), plain(still))
+        moved_plain = float((plain.score_map(shaking) - plain.score_map(still)).abs().mean())
+        moved_aligned = float((aligning.score_map(shaking) - aligning.score_map(still)).abs().mean())
+    assert moved_aligned < moved_plain / 3, (moved_plain, moved_aligned)
+
+    # Stored and loaded with the detector, so that every reader aligns as it was trained.
+    saved = {"twitch": stored_twitch(aligning)}
+    loaded = load_twitch(saved)
+    assert loaded is not None
+    assert loaded.config.align_px == 8
+    legacy = {k: v for k, v in SMALL.to_dict().items() if k != "align_px"}
+    assert TwitchConfig.from_dict(legacy).align_px == 0  # detectors stored before alignment existed
+    with pytest.raises(ValueError, match="align_px 31"):
+        TwitchConfig(width=160, height=120, align_px=31)
 
 
 def test_samples_are_the_twitching_frames_their_margins_and_a_stride_of_the_rest(jerk_clips: Path) -> None:
@@ -207,6 +274,8 @@ def test_train_twitch_refuses_what_it_cannot_use(
     assert main(["train-twitch", "--data", str(jerk_clips), "--weights", str(weights), "--steps", "5",
                  "--plain-steps", "10"]) == 2  # fmt: skip
     assert "plain steps" in capsys.readouterr().err
+    assert main(["train-twitch", "--data", str(jerk_clips), "--weights", str(weights), "--align-px", "-1"]) == 2
+    assert "--align-px: twitch align_px -1" in capsys.readouterr().err
 
 
 def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
@@ -214,7 +283,7 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
 ) -> None:
     weights = tiny_weights(tmp_path / "model.pt")
     args = ["train-twitch", "--data", str(jerk_clips), "--weights", str(weights), "--steps", "4",
-            "--plain-steps", "2", "--seed", "3", "--device", "cpu", "--workers", "1"]  # fmt: skip
+            "--plain-steps", "2", "--seed", "3", "--device", "cpu", "--workers", "1", "--align-px", "6"]  # fmt: skip
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 4  # the one augmented validation, at the end
@@ -222,4 +291,4 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
     record = json.loads(weights.with_suffix(".json").read_text())["twitch_detector"]
     assert (record["train_config"]["steps"], record["train_config"]["plain_steps"]) == (4, 2)
     assert record["train_config"]["seed"] == 3
-    assert record["config"] == TwitchConfig().to_dict()
+    assert record["config"] == TwitchConfig(align_px=6).to_dict()
