@@ -139,8 +139,11 @@ class TwitchNet(nn.Module):
         current = stacks[:, middle : middle + 1]
         others = torch.cat([stacks[:, :middle], stacks[:, middle + 1 :]], dim=1)
         if self.config.align_px:
-            with torch.no_grad():  # where the camera moved is measured, not learned
-                others = align_neighbours(current, others, self.config.align_px)
+            # Where the camera moved is measured, not learned, and in full precision whatever
+            # autocast the caller runs under (bf16 on CUDA): the fraction of a pixel is read from
+            # small differences between the correlation peak and its shoulders.
+            with torch.no_grad(), torch.autocast(stacks.device.type, enabled=False):
+                others = align_neighbours(current.float(), others.float(), self.config.align_px).to(others.dtype)
         # Differences of a pixel or two of motion are a few grey levels: scaled up to the frame's range.
         inputs = torch.cat([current, 4.0 * (current - others)], dim=1)
         return self.score(self.body(inputs))[:, 0]
