@@ -406,11 +406,11 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
              settings.topic_prefix, event_loop)  # fmt: skip
     try:
         Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
-    finally:
+    finally:  # mode's Worker always ends by raising SystemExit: the summary is printed on the way out
         observability.close()
-    print(json.dumps({"messages": stats.messages, "alert_versions": stats.versions,
-                      "dead_lettered": stats.dead_lettered, "acks_ignored": stats.acks_ignored}))  # fmt: skip
-    return 0
+        summary = {"messages": stats.messages, "alert_versions": stats.versions,
+                   "dead_lettered": stats.dead_lettered, "acks_ignored": stats.acks_ignored}  # fmt: skip
+        print(json.dumps(summary), flush=True)
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:

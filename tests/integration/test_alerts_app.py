@@ -5,6 +5,7 @@ invents nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -194,6 +195,11 @@ def test_scenarios_through_the_worker_give_the_core_s_alerts_and_fhir(
     assert any("no key" in r for r in reasons), reasons
     assert all(letter.stage == "alerts" for letter in letters)
     assert worker.stop() == 0
+    # What it did, as its last word on stdout (mode's Worker ends by raising SystemExit).
+    summary = json.loads([line for line in worker.log.read_text().splitlines() if line.startswith("{")][-1])
+    assert summary["dead_lettered"] == 2
+    assert summary["messages"] >= len(messages)  # the scenarios and the readiness probes (not ticks)
+    assert summary["alert_versions"] >= len(expected)
 
 
 def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_version(
