@@ -533,7 +533,8 @@ def _add_clip_job_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _detector_net_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The detector's own config from the command's flags, when they change it (``--align-px``)."""
+    """The detector's own config from the command's flags, when they change it (``--align-px``,
+    a flag of train-twitch only)."""
     if args.finding != "twitch" or not args.align_px:
         return {}
     from inference.twitch import TwitchConfig
@@ -1321,7 +1322,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         detector.add_argument("--seed", type=int, help="random seed (default 0)")
         _add_clip_job_flags(detector)
-        detector.set_defaults(handler=_cmd_train_detector, finding=finding, align_px=0)
+        detector.set_defaults(handler=_cmd_train_detector, finding=finding)
     twitch.add_argument(
         "--align-px",
         type=int,

@@ -106,18 +106,16 @@ def global_shifts(current: Tensor, others: Tensor, max_px: int) -> Tensor:
 
 
 def shift_frames(frames: Tensor, shifts: Tensor) -> Tensor:
-    """Each frame of (n, k, H, W) translated by its (dy, dx) of (n, k, 2): ``out(y, x) =
-    frame(y - dy, x - dx)``, bilinear, the edge repeated where the frame has no pixels."""
-    n, k, height, width = frames.shape
-    theta = torch.zeros(n * k, 2, 3, dtype=frames.dtype, device=frames.device)
+    """Each frame of (m, H, W) translated by its (dy, dx) of (m, 2): ``out(y, x) = frame(y - dy,
+    x - dx)``, bilinear, the edge repeated where the frame has no pixels."""
+    count, height, width = frames.shape
+    theta = torch.zeros(count, 2, 3, dtype=frames.dtype, device=frames.device)
     theta[:, 0, 0] = 1.0
     theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = -2.0 * shifts[..., 1].reshape(-1) / width
-    theta[:, 1, 2] = -2.0 * shifts[..., 0].reshape(-1) / height
-    grid = F.affine_grid(theta, [n * k, 1, height, width], align_corners=False)
-    moved = F.grid_sample(frames.reshape(n * k, 1, height, width), grid, mode="bilinear", padding_mode="border",
-                          align_corners=False)  # fmt: skip
-    return moved.reshape(n, k, height, width)
+    theta[:, 0, 2] = -2.0 * shifts[:, 1] / width
+    theta[:, 1, 2] = -2.0 * shifts[:, 0] / height
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    return F.grid_sample(frames[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
 
 
 class TwitchNet(nn.Module):
@@ -168,7 +166,7 @@ def align_neighbours(current: Tensor, others: Tensor, max_px: int) -> Tensor:
     if not bool(moved.any()):
         return others
     aligned = others.clone()
-    aligned[moved] = shift_frames(others[moved].unsqueeze(1), shifts[moved].unsqueeze(1))[:, 0]
+    aligned[moved] = shift_frames(others[moved], shifts[moved])
     return aligned
 
 

@@ -36,15 +36,19 @@ time.sleep(60)
 """
 
 
-def started(tmp_path: Path, source: str) -> Child:
-    service = Service(name="svc", argv=[sys.executable, "-c", source], env={}, ready=Ready("svc", log_pattern="ready"))
-    child = Child(service, tmp_path)
-    child.start()
+def wait_ready(child: Child) -> Child:
     deadline = time.monotonic() + 30
     while not child.check_ready():
         assert time.monotonic() < deadline, child.log_text()
         time.sleep(0.05)
     return child
+
+
+def started(tmp_path: Path, source: str) -> Child:
+    service = Service(name="svc", argv=[sys.executable, "-c", source], env={}, ready=Ready("svc", log_pattern="ready"))
+    child = Child(service, tmp_path)
+    child.start()
+    return wait_ready(child)
 
 
 def test_terminate_then_stop_sends_one_sigterm(tmp_path: Path) -> None:
@@ -61,8 +65,7 @@ def test_a_restarted_child_can_be_terminated_again(tmp_path: Path) -> None:
     child = started(tmp_path, GRACEFUL_SERVICE)
     assert child.stop() == 0
     child.start()
-    while not child.check_ready():
-        time.sleep(0.05)
+    wait_ready(child)
     assert child.stop() == 0
     assert child.log_text().split()[-2:] == ["clean", "exit"]
 
