@@ -565,6 +565,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
             steps=steps,
             # Unless given, no more plain steps than steps: --steps alone shortens the schedule.
             plain_steps=min(defaults.plain_steps, steps) if args.plain_steps is None else args.plain_steps,
+            validate_augmented=args.validate_augmented,
         )
         stored = train(data=args.data, weights=args.weights, config=config, device=args.device,  # type: ignore[arg-type]
                        workers=args.workers, **_detector_net_config(args))  # fmt: skip
@@ -1321,6 +1322,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--plain-steps", type=int, help=f"steps without augmentation first (default {plain}, at most --steps)"
         )
         detector.add_argument("--seed", type=int, help="random seed (default 0)")
+        detector.add_argument(
+            "--validate-augmented",
+            action="store_true",
+            help="also score the validation clips under one fixed draw of the augmentation (rotation, zoom, shift, "
+            "light, noise) at every check, and keep the step with the best mean of the two F1s rather than the best "
+            "F1 on the clips as they are: validation clips share the training clips' look, so alone they favour a "
+            "detector that has learnt that look. Checks take about twice as long",
+        )
         _add_clip_job_flags(detector)
         detector.set_defaults(handler=_cmd_train_detector, finding=finding)
     twitch.add_argument(

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from inference.detector_training import (
     DetectorTrainConfig,
+    augmented_scores,
     fit_detector,
     prepare_detector_training,
     scores_of,
@@ -111,6 +112,12 @@ def train_grimace(
              len(frames), len(positives), len(train_clips), len(val_clips), target)  # fmt: skip
 
     net = GrimaceNet(net_config).to(target)
+
+    def validate_augmented() -> dict[str, float]:
+        val_frames = np.concatenate([f for f, _ in val_sparse])
+        val_labels = np.concatenate([y for _, y in val_sparse])
+        return augmented_scores(net, lambda index: as_tensor(val_frames[index], target), val_labels)
+
     step = fit_detector(
         net,
         name="grimace",
@@ -120,6 +127,7 @@ def train_grimace(
         labels=labels,
         batch=lambda index: as_tensor(frames[index], target),
         validate=lambda: frame_scores(net, val_sparse, target),
+        validate_augmented=validate_augmented,
         rng=rng,
     )
     read = [(grimace_logits(net, frames, target), labels) for frames, labels in val]  # once, for both

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from inference.detector_training import (
     DetectorTrainConfig,
+    augmented_scores,
     fit_detector,
     prepare_detector_training,
     scores_of,
@@ -204,6 +205,7 @@ def train_twitch(
         labels=train.labels,
         batch=lambda index: train.batch(index, target),
         validate=validate,
+        validate_augmented=lambda: augmented_scores(net, lambda index: val.batch(index, target), val.labels),
         rng=rng,
     )
     read = [(twitch_logits(net, frames, target), np.asarray(clip.labels["twitch"], np.float32))

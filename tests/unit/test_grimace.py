@@ -199,7 +199,8 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
 ) -> None:
     weights = tiny_weights(tmp_path / "model.pt")
     args = ["train-grimace", "--data", str(pattern_clips), "--weights", str(weights), "--steps", "20",
-            "--plain-steps", "10", "--seed", "3", "--device", "cpu", "--workers", "1"]  # fmt: skip
+            "--plain-steps", "10", "--seed", "3", "--device", "cpu", "--workers", "1",
+            "--validate-augmented"]  # fmt: skip
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 20  # the one augmented validation, at the end
@@ -208,5 +209,6 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
     assert record["train_config"]["steps"] == 20
     assert record["train_config"]["plain_steps"] == 10
     assert record["train_config"]["seed"] == 3
-    assert main([*args[:-6], "--steps", "5", "--plain-steps", "10"]) == 2
+    assert record["train_config"]["validate_augmented"] is True
+    assert main([*args[:-7], "--steps", "5", "--plain-steps", "10"]) == 2
     assert "plain steps" in capsys.readouterr().err
