@@ -82,19 +82,24 @@ def scores_of(read: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]
 
 
 @torch.no_grad()
-def augmented_scores(
-    net: nn.Module, inputs: Callable[[np.ndarray], Tensor], labels: np.ndarray, *, batch: int = 128
+def sample_scores(
+    net: nn.Module,
+    inputs: Callable[[np.ndarray], Tensor],
+    labels: np.ndarray,
+    *,
+    augmented: bool = False,
+    batch: int = 128,
 ) -> dict[str, float]:
-    """Frame scores at the 0.5 threshold of ``net`` on validation samples under one fixed draw of
-    the training augmentation (:data:`AUGMENTED_VALIDATION_SEED`; the draw is fixed for a given
-    ``batch``): ``inputs`` makes the samples' input tensor from their indexes, ``labels`` holds
-    their 0/1 labels."""
+    """Frame scores at the 0.5 threshold of ``net`` on validation samples, read in batches:
+    ``inputs`` makes the samples' input tensor from their indexes, ``labels`` holds their 0/1
+    labels. ``augmented``: under one fixed draw of the training augmentation
+    (:data:`AUGMENTED_VALIDATION_SEED`; the draw is fixed for a given ``batch``)."""
     net.eval()
-    look = np.random.default_rng(AUGMENTED_VALIDATION_SEED)
-    logits = [
-        net(augment_greyscale(inputs(np.arange(start, min(start + batch, len(labels)))), look)).float().cpu().numpy()
-        for start in range(0, len(labels), batch)
-    ]
+    look = np.random.default_rng(AUGMENTED_VALIDATION_SEED) if augmented else None
+    logits = []
+    for start in range(0, len(labels), batch):
+        chunk = inputs(np.arange(start, min(start + batch, len(labels))))
+        logits.append(net(chunk if look is None else augment_greyscale(chunk, look)).float().cpu().numpy())
     return scores_of([(np.concatenate(logits) if logits else np.zeros(0, np.float32), labels)])
 
 

@@ -12,6 +12,7 @@ it at chance (loss 0.693 for 1,100 steps), where plain frames at 1e-3 took it be
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -27,9 +28,9 @@ from tqdm import tqdm
 
 from inference.detector_training import (
     DetectorTrainConfig,
-    augmented_scores,
     fit_detector,
     prepare_detector_training,
+    sample_scores,
     scores_of,
     store_detector,
 )
@@ -113,10 +114,13 @@ def train_grimace(
 
     net = GrimaceNet(net_config).to(target)
 
+    @functools.cache
+    def val_flat() -> tuple[np.ndarray, np.ndarray]:  # once, and only when augmented validation asks
+        return np.concatenate([f for f, _ in val_sparse]), np.concatenate([y for _, y in val_sparse])
+
     def validate_augmented() -> dict[str, float]:
-        val_frames = np.concatenate([f for f, _ in val_sparse])
-        val_labels = np.concatenate([y for _, y in val_sparse])
-        return augmented_scores(net, lambda index: as_tensor(val_frames[index], target), val_labels)
+        val_frames, val_labels = val_flat()
+        return sample_scores(net, lambda index: as_tensor(val_frames[index], target), val_labels, augmented=True)
 
     step = fit_detector(
         net,

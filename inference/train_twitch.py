@@ -29,10 +29,9 @@ from tqdm import tqdm
 
 from inference.detector_training import (
     DetectorTrainConfig,
-    augmented_scores,
     fit_detector,
     prepare_detector_training,
-    scores_of,
+    sample_scores,
     store_detector,
 )
 from inference.evaluate import Clip, EvalError, decode
@@ -189,12 +188,8 @@ def train_twitch(
 
     net = TwitchNet(net_config).to(target)
 
-    def validate() -> dict[str, float]:
-        net.eval()
-        with torch.no_grad():
-            logits = [net(val.batch(np.arange(s, min(s + 128, len(val.labels))), target)).cpu().numpy()
-                      for s in range(0, len(val.labels), 128)]  # fmt: skip
-        return scores_of([(np.concatenate(logits), val.labels)])
+    def val_inputs(index: np.ndarray) -> torch.Tensor:
+        return val.batch(index, target)
 
     step = fit_detector(
         net,
@@ -204,8 +199,8 @@ def train_twitch(
         negatives=negatives,
         labels=train.labels,
         batch=lambda index: train.batch(index, target),
-        validate=validate,
-        validate_augmented=lambda: augmented_scores(net, lambda index: val.batch(index, target), val.labels),
+        validate=lambda: sample_scores(net, val_inputs, val.labels),
+        validate_augmented=lambda: sample_scores(net, val_inputs, val.labels, augmented=True),
         rng=rng,
     )
     read = [(twitch_logits(net, frames, target), np.asarray(clip.labels["twitch"], np.float32))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inference.detector_training import DetectorTrainConfig, augmented_scores, fit_detector
+from inference.detector_training import DetectorTrainConfig, fit_detector, sample_scores
 
 
 class Brightness(nn.Module):
@@ -38,13 +38,13 @@ def test_augmented_validation_is_one_fixed_draw_that_changes_the_look() -> None:
 
     plain = (net(torch.from_numpy(frames)) >= 0).numpy()
     assert np.array_equal(plain, labels >= 0.5)  # perfect on the look it was made for
-    changed = augmented_scores(net, inputs, labels, batch=20)
+    changed = sample_scores(net, inputs, labels, augmented=True, batch=20)
     # Brightness 0.5-1.5x and gamma move frames across mid-grey: the look changes the answer.
     assert changed["f1"] < 0.95, changed
     # The same draw at every check, whatever the global generators hold.
     np.random.seed(1)
     torch.manual_seed(1)
-    assert augmented_scores(net, inputs, labels, batch=20) == changed
+    assert sample_scores(net, inputs, labels, augmented=True, batch=20) == changed
 
 
 def fit(config: DetectorTrainConfig, plain_f1: list[float], augmented_f1: list[float]) -> tuple[int, dict, list]:
@@ -55,7 +55,7 @@ def fit(config: DetectorTrainConfig, plain_f1: list[float], augmented_f1: list[f
     samples = np.random.default_rng(0).uniform(size=(16, 1, 2, 2)).astype(np.float32)  # 2x2 frames
     labels = (samples[:, 0, 0, 0] > 0.5).astype(np.float32)
     seen: list[dict[str, Tensor]] = []
-    plain_scores, augmented_scores_ = iter(plain_f1), iter(augmented_f1)
+    plain_scores, changed_scores = iter(plain_f1), iter(augmented_f1)
     augmented_checks = []
 
     def validate() -> dict[str, float]:
@@ -64,7 +64,7 @@ def fit(config: DetectorTrainConfig, plain_f1: list[float], augmented_f1: list[f
 
     def validate_augmented() -> dict[str, float]:
         augmented_checks.append(len(seen))
-        return {"f1": next(augmented_scores_), "precision": 0.0, "recall": 0.0}
+        return {"f1": next(changed_scores), "precision": 0.0, "recall": 0.0}
 
     step = fit_detector(
         net,
