@@ -566,6 +566,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
             # Unless given, no more plain steps than steps: --steps alone shortens the schedule.
             plain_steps=min(defaults.plain_steps, steps) if args.plain_steps is None else args.plain_steps,
             validate_augmented=args.validate_augmented,
+            augmentation=defaults.augmentation if args.augmentation is None else args.augmentation,
         )
         stored = train(data=args.data, weights=args.weights, config=config, device=args.device,  # type: ignore[arg-type]
                        workers=args.workers, **_detector_net_config(args))  # fmt: skip
@@ -1330,6 +1331,13 @@ def build_parser() -> argparse.ArgumentParser:
             "F1 on the clips as they are: validation clips share the training clips' look, so alone they favour a "
             "detector that has learnt that look. Each check then takes about four times as long (the twitch "
             "detector's on two CPU cores: 50 s, 190 s with it)",
+        )
+        detector.add_argument(
+            "--augmentation",
+            choices=("full", "distance"),
+            help="what the augmented steps (and --validate-augmented) change: full, the camera's angle, zoom and "
+            "shift, the light and sensor noise (default); distance, only the camera nearer or farther (zoom "
+            "0.7-1.3x, a small shift, a mirror image), which leaves the size of a movement the only thing changed",
         )
         _add_clip_job_flags(detector)
         detector.set_defaults(handler=_cmd_train_detector, finding=finding)

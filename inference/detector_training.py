@@ -6,10 +6,13 @@ Seeded and step-counted, so the same data, seed, steps, device and thread count 
 weights. Batches are half positive frames and half not (the findings are rare). The first
 ``plain_steps`` steps see the frames as they are (the grimace detector has to find faces before
 anything else; see :mod:`inference.train_grimace`); after them every batch is augmented
-(:func:`inference.grimace.augment_greyscale`: one draw per sample, the same for every frame a
-sample holds). The weights kept are those of the augmented steps with the best frame F1 on the
-validation clips, checked every ``val_every`` steps. With ``validate_augmented`` the validation
-clips are also scored under one fixed draw of that augmentation, and the step kept is the one
+(``augmentation``, a name in :data:`inference.grimace.AUGMENTATIONS`: by default
+:func:`inference.grimace.augment_greyscale`, the camera's geometry, light and noise; or
+:func:`inference.grimace.augment_distance`, the camera nearer or farther only; one draw per
+sample, the same for every frame a sample holds). The weights kept are those of the augmented
+steps with the best frame F1 on the validation clips, checked every ``val_every`` steps. With
+``validate_augmented`` the validation clips are also scored under one fixed draw of that
+augmentation (at the augmented steps, the only ones that compete), and the step kept is the one
 with the best mean of the two F1s: validation clips share the training clips' look, so on their
 own they favour a detector that has learnt that look (the twitch detectors that did best on
 validation and test did worst on the unseen split's rooms).
@@ -35,7 +38,7 @@ from tqdm import tqdm
 from inference.data import split_clips
 from inference.decisions import DecisionRules, fit_rule
 from inference.evaluate import Clip
-from inference.grimace import augment_greyscale, sigmoid
+from inference.grimace import AUGMENTATIONS, sigmoid
 from inference.metrics import FindingScores
 from inference.train import TrainError, load_weights_and_rules, seed_everything
 
@@ -54,6 +57,7 @@ class DetectorTrainConfig:
     val_frame_step: int = 3  # validation during training on every 3rd frame; the final fit on all
     val_share: float = 0.1
     validate_augmented: bool = False  # also score validation under the augmentation; keep the best mean
+    augmentation: str = "full"  # a name in inference.grimace.AUGMENTATIONS
 
 
 # The seed of the one draw of the augmentation that validation is scored under: the same draw at
@@ -87,19 +91,20 @@ def sample_scores(
     inputs: Callable[[np.ndarray], Tensor],
     labels: np.ndarray,
     *,
-    augmented: bool = False,
+    augmentation: str | None = None,
     batch: int = 128,
 ) -> dict[str, float]:
     """Frame scores at the 0.5 threshold of ``net`` on validation samples, read in batches:
     ``inputs`` makes the samples' input tensor from their indexes, ``labels`` holds their 0/1
-    labels. ``augmented``: under one fixed draw of the training augmentation
-    (:data:`AUGMENTED_VALIDATION_SEED`; the draw is fixed for a given ``batch``)."""
+    labels. ``augmentation`` (a name in :data:`~inference.grimace.AUGMENTATIONS`): under one fixed
+    draw of it (:data:`AUGMENTED_VALIDATION_SEED`; the draw is fixed for a given ``batch``)."""
     net.eval()
-    look = np.random.default_rng(AUGMENTED_VALIDATION_SEED) if augmented else None
+    augment = None if augmentation is None else AUGMENTATIONS[augmentation]
+    look = np.random.default_rng(AUGMENTED_VALIDATION_SEED)
     logits = []
     for start in range(0, len(labels), batch):
         chunk = inputs(np.arange(start, min(start + batch, len(labels))))
-        logits.append(net(chunk if look is None else augment_greyscale(chunk, look)).float().cpu().numpy())
+        logits.append(net(chunk if augment is None else augment(chunk, look)).float().cpu().numpy())
     return scores_of([(np.concatenate(logits) if logits else np.zeros(0, np.float32), labels)])
 
 
@@ -111,6 +116,8 @@ def prepare_detector_training(
     the training and validation clips of ``data`` that label ``finding`` on every frame."""
     if config.steps < 1 or not 0 <= config.plain_steps <= config.steps or config.batch_size < 2:
         raise TrainError(f"{finding} training: steps >= 1, 0 <= plain steps <= steps, batch size >= 2")
+    if config.augmentation not in AUGMENTATIONS:
+        raise TrainError(f"--augmentation: {config.augmentation!r} is not one of {', '.join(AUGMENTATIONS)}")
     if not weights.is_file():
         raise TrainError(f"--weights: no model file {weights} (train the temporal model first with `icu train`)")
     saved = torch.load(weights, map_location="cpu", weights_only=True)
@@ -145,9 +152,11 @@ def fit_detector(
     """The training loop both detectors share: batches half ``positives`` and half ``negatives``
     (sample indexes; ``batch`` makes their input tensor, ``labels`` holds their 0/1 labels), plain
     for ``plain_steps`` and augmented after, validated every ``val_every`` steps (``validate``;
-    with ``config.validate_augmented`` also ``validate_augmented``, and the two F1s' mean is the
-    score). Leaves ``net`` with the weights of the best augmented step and returns that step."""
+    with ``config.validate_augmented`` also ``validate_augmented`` at the augmented steps, and the
+    two F1s' mean is the score). Leaves ``net`` with the weights of the best augmented step and
+    returns that step."""
     device = next(net.parameters()).device
+    augment = AUGMENTATIONS[config.augmentation]
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     half = config.batch_size // 2
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -160,7 +169,7 @@ def fit_detector(
         index = np.concatenate([rng.choice(positives, half), rng.choice(negatives, config.batch_size - half)])
         inputs = batch(index)
         if step >= config.plain_steps:
-            inputs = augment_greyscale(inputs, rng)
+            inputs = augment(inputs, rng)
         loss = F.binary_cross_entropy_with_logits(net(inputs), torch.from_numpy(labels[index]).to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,15 +181,15 @@ def fit_detector(
             log.info("step %d: loss %.4f, validation %s F1 %.4f (precision %.3f, recall %.3f)",
                      step + 1, running, name, scores["f1"], scores["precision"], scores["recall"])  # fmt: skip
             score = scores["f1"]
-            if config.validate_augmented:
-                changed = validate_augmented()
-                score = (scores["f1"] + changed["f1"]) / 2
-                log.info("step %d: validation %s F1 augmented %.4f (precision %.3f, recall %.3f); score %.4f",
-                         step + 1, name, changed["f1"], changed["precision"], changed["recall"], score)  # fmt: skip
             # Only augmented steps compete (unless there are none): the plain steps are the warm-up,
             # and validation clips share the training clips' look, so they would favour the
             # model that never saw a darker room or a tilted camera.
             augmented = step >= config.plain_steps or config.plain_steps == config.steps
+            if config.validate_augmented and augmented:  # a plain step's would be read for nothing
+                changed = validate_augmented()
+                score = (scores["f1"] + changed["f1"]) / 2
+                log.info("step %d: validation %s F1 augmented %.4f (precision %.3f, recall %.3f); score %.4f",
+                         step + 1, name, changed["f1"], changed["precision"], changed["recall"], score)  # fmt: skip
             if augmented and (best is None or score > best[0]):
                 best = (score, step + 1, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
     assert best is not None

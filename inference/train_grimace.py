@@ -120,7 +120,8 @@ def train_grimace(
 
     def validate_augmented() -> dict[str, float]:
         val_frames, val_labels = val_flat()
-        return sample_scores(net, lambda index: as_tensor(val_frames[index], target), val_labels, augmented=True)
+        return sample_scores(net, lambda index: as_tensor(val_frames[index], target), val_labels,
+                             augmentation=config.augmentation)  # fmt: skip
 
     step = fit_detector(
         net,

@@ -200,7 +200,7 @@ def train_twitch(
         labels=train.labels,
         batch=lambda index: train.batch(index, target),
         validate=lambda: sample_scores(net, val_inputs, val.labels),
-        validate_augmented=lambda: sample_scores(net, val_inputs, val.labels, augmented=True),
+        validate_augmented=lambda: sample_scores(net, val_inputs, val.labels, augmentation=config.augmentation),
         rng=rng,
     )
     read = [(twitch_logits(net, frames, target), np.asarray(clip.labels["twitch"], np.float32))

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from torch import Tensor, nn
 
-from inference.detector_training import DetectorTrainConfig, fit_detector, sample_scores
+from inference.detector_training import DetectorTrainConfig, fit_detector, prepare_detector_training, sample_scores
+from inference.train import TrainError
 
 
 class Brightness(nn.Module):
@@ -38,13 +42,15 @@ def test_augmented_validation_is_one_fixed_draw_that_changes_the_look() -> None:
 
     plain = (net(torch.from_numpy(frames)) >= 0).numpy()
     assert np.array_equal(plain, labels >= 0.5)  # perfect on the look it was made for
-    changed = sample_scores(net, inputs, labels, augmented=True, batch=20)
+    changed = sample_scores(net, inputs, labels, augmentation="full", batch=20)
     # Brightness 0.5-1.5x and gamma move frames across mid-grey: the look changes the answer.
     assert changed["f1"] < 0.95, changed
     # The same draw at every check, whatever the global generators hold.
     np.random.seed(1)
     torch.manual_seed(1)
-    assert sample_scores(net, inputs, labels, augmented=True, batch=20) == changed
+    assert sample_scores(net, inputs, labels, augmentation="full", batch=20) == changed
+    # The distance augmentation leaves the light alone: a net that reads only the light is not fooled.
+    assert sample_scores(net, inputs, labels, augmentation="distance", batch=20)["f1"] == 1.0
 
 
 def fit(config: DetectorTrainConfig, plain_f1: list[float], augmented_f1: list[float]) -> tuple[int, dict, list]:
@@ -78,8 +84,11 @@ def fit(config: DetectorTrainConfig, plain_f1: list[float], augmented_f1: list[f
         validate_augmented=validate_augmented,
         rng=np.random.default_rng(0),
     )
-    # Without the setting, the augmented look is never scored.
-    assert augmented_checks == (list(range(1, len(seen) + 1)) if config.validate_augmented else [])
+    # Without the setting, the augmented look is never scored; with it, only at the augmented steps
+    # (checked at every step here), the only ones that compete.
+    assert config.val_every == 1
+    competing = [check for check in range(1, len(seen) + 1) if check > config.plain_steps]
+    assert augmented_checks == (competing if config.validate_augmented else [])
     return step, net.state_dict(), seen
 
 
@@ -96,3 +105,19 @@ def test_the_step_kept_is_the_best_mean_of_both_validations_when_asked() -> None
     assert step == 2
     assert all(torch.equal(kept[k], seen[1][k]) for k in kept)
     assert not all(torch.equal(seen[0][k], seen[1][k]) for k in kept)  # the steps did differ
+
+
+def test_plain_steps_are_not_scored_augmented_and_never_kept() -> None:
+    # Two plain steps then two augmented ones: the best F1 of all at a plain step is not kept, and
+    # the scripted augmented F1s are read at steps 3 and 4 only.
+    config = DetectorTrainConfig(steps=4, plain_steps=2, batch_size=4, val_every=1, learning_rate=0.1,
+                                 validate_augmented=True, augmentation="distance")  # fmt: skip
+    step, kept, seen = fit(config, [0.99, 0.9, 0.5, 0.6], [0.4, 0.2])
+    assert step == 3  # means 0.45 and 0.4
+    assert all(torch.equal(kept[k], seen[2][k]) for k in kept)
+
+
+def test_an_unknown_augmentation_is_refused_before_any_work(tmp_path: Path) -> None:
+    config = DetectorTrainConfig(augmentation="sepia")
+    with pytest.raises(TrainError, match="--augmentation: 'sepia' is not one of full, distance"):
+        prepare_detector_training("twitch", tmp_path, tmp_path / "model.pt", config, "cpu")

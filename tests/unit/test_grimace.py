@@ -16,6 +16,7 @@ from inference.evaluate import evaluate, find_clips
 from inference.grimace import (
     GrimaceConfig,
     GrimaceNet,
+    augment_distance,
     augment_greyscale,
     grimace_logits,
     grimace_readings,
@@ -103,6 +104,26 @@ def test_frames_are_resized_to_greyscale_and_augmentation_is_reproducible() -> N
     assert float(a.min()) >= 0.0
     assert float(a.max()) <= 1.0
     assert not torch.equal(a, frames)
+
+
+def test_the_distance_augmentation_changes_size_and_nothing_else() -> None:
+    # Four samples of three identical frames: a bright 40x40 square in the middle of a dark frame.
+    frames = torch.full((4, 3, 240, 320), 0.2)
+    frames[:, :, 100:140, 140:180] = 0.8
+    out = augment_distance(frames, np.random.default_rng(5))
+    assert torch.equal(out, augment_distance(frames, np.random.default_rng(5)))  # reproducible
+    assert torch.equal(out[:, 0], out[:, 1])  # one draw per sample, the same for its frames
+    assert torch.equal(out[:, 0], out[:, 2])
+    # No light or noise: only the two grey levels and the blend between them at the square's edge,
+    # and a grey frame stays that grey.
+    assert float(out.min()) >= 0.2 - 1e-6
+    assert float(out.max()) <= 0.8 + 1e-6
+    grey = augment_distance(torch.full((2, 1, 240, 320), 0.3), np.random.default_rng(1))
+    assert torch.allclose(grey, torch.full_like(grey, 0.3), atol=1e-6)
+    # The square's area is scaled by the zoom squared (0.49-1.69x), differently per sample.
+    areas = (out[:, 0] > 0.5).sum(dim=(1, 2)).float() / 1600
+    assert bool(((areas > 0.45) & (areas < 1.75)).all()), areas
+    assert float(areas.max() - areas.min()) > 0.1, areas
 
 
 def test_training_finds_the_pattern_from_frame_labels_alone_and_is_reproducible(
@@ -210,5 +231,6 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
     assert record["train_config"]["plain_steps"] == 10
     assert record["train_config"]["seed"] == 3
     assert record["train_config"]["validate_augmented"] is True
+    assert record["train_config"]["augmentation"] == "full"  # the default
     assert main([*args[:-7], "--steps", "5", "--plain-steps", "10"]) == 2
     assert "plain steps" in capsys.readouterr().err

@@ -284,7 +284,7 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
     weights = tiny_weights(tmp_path / "model.pt")
     args = ["train-twitch", "--data", str(jerk_clips), "--weights", str(weights), "--steps", "4",
             "--plain-steps", "2", "--seed", "3", "--device", "cpu", "--workers", "1", "--align-px", "6",
-            "--validate-augmented"]  # fmt: skip
+            "--validate-augmented", "--augmentation", "distance"]  # fmt: skip
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 4  # the one augmented validation, at the end
@@ -293,4 +293,5 @@ def test_the_cli_trains_the_detector_into_the_weights_and_prints_what_it_kept(
     assert (record["train_config"]["steps"], record["train_config"]["plain_steps"]) == (4, 2)
     assert record["train_config"]["seed"] == 3
     assert record["train_config"]["validate_augmented"] is True
+    assert record["train_config"]["augmentation"] == "distance"
     assert record["config"] == TwitchConfig(align_px=6).to_dict()
