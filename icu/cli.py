@@ -1290,7 +1290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "learns from per-frame grimace labels alone, on DIR in the clip dataset format (DIR/train + DIR/val, else a "
         "stable split by clip id). Seeded and counted in steps (batches of 32 frames, half grimacing); the first "
         "--plain-steps see the frames as they are, the rest are augmented (rotation, zoom, shift, brightness, "
-        "gamma, noise); the weights with the best validation F1 (checked every 1000 steps) are kept. They are "
+        "gamma, noise; see --augmentation); the weights with the best validation F1 (checked every 1000 steps) are "
+        "kept. They are "
         "written into --weights (a model.pt of icu train, updated in place, and the .json beside it) with the "
         "grimace decision rule fitted again on the validation clips; icu infer and icu eval then take grimace from "
         "the detector. About 25 minutes for the default 8000 steps on two CPU cores, loading the clips included. "
@@ -1306,7 +1307,8 @@ def build_parser() -> argparse.ArgumentParser:
         "by clip id). Its samples are every twitching frame, every 10th frame of the rest and the two frames either "
         "side of each twitching one. Seeded and counted in steps (batches of 32 samples, half twitching); the first "
         "--plain-steps see the frames as they are (by default all of them), any after are augmented (rotation, zoom, "
-        "shift, brightness, gamma, noise; the same geometry and light for the five frames of a sample); the weights "
+        "shift, brightness, gamma, noise, or see --augmentation; the same geometry and light for the five frames of a "
+        "sample); the weights "
         "with the best validation F1 (checked every 1000 steps) are kept. They are written into --weights (a "
         "model.pt of icu train, updated in place, and the .json beside it) with the twitch decision rule fitted "
         "again on the validation clips; icu infer and icu eval then take twitch from the detector. About 20 minutes "
@@ -1326,11 +1328,12 @@ def build_parser() -> argparse.ArgumentParser:
         detector.add_argument(
             "--validate-augmented",
             action="store_true",
-            help="also score the validation clips under one fixed draw of the augmentation (rotation, zoom, shift, "
-            "light, noise) at every check, and keep the step with the best mean of the two F1s rather than the best "
-            "F1 on the clips as they are: validation clips share the training clips' look, so alone they favour a "
-            "detector that has learnt that look. Each check then takes about four times as long (the twitch "
-            "detector's on two CPU cores: 50 s, 190 s with it)",
+            help="also score the validation clips under one fixed draw of the augmentation (--augmentation's) at "
+            "every check of an augmented step, and keep the step with the best mean of the two F1s rather than the "
+            "best F1 on the clips as they are: validation clips share the training clips' look, so alone they favour a "
+            "detector that has learnt that look. Each check then takes three to five times as long (the twitch "
+            "detector's on two CPU cores: 50 s as they are, then 190 s under the full augmentation, 120 s under "
+            "distance)",
         )
         detector.add_argument(
             "--augmentation",
