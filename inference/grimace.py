@@ -234,9 +234,9 @@ def augment_distance(frames: Tensor, rng: np.random.Generator) -> Tensor:
     """The camera nearer or farther, and nothing else: per sample (n, frames, H, W) in [0, 1], one
     draw for all its frames, a mirror image half the time, zoom 0.7-1.3x (the same on both axes)
     and a shift of up to a sixteenth of the frame (the edge reflected back in). No rotation, light
-    or noise: the twitch detector lost a tenth of test F1 to those and gained nothing on unseen
-    rooms, whose misses were where the camera is 14-24% farther than any training clip's, the
-    patient and each jerk that much smaller.
+    or noise, so that a movement's size on screen is the only thing it changes. Tried for the twitch
+    detector on unseen rooms, whose worst third by F1 had the farthest cameras; it did not help
+    there: those misses were false positives from camera shake and other nuisances (MODEL_CARD.md).
     Parameters come from ``rng``: reproducible."""
     draw = _draws(frames, rng)
     frames = torch.where(draw(0, 1, 1, 1, 1) < 0.5, frames.flip(-1), frames)
